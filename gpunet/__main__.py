@@ -1,0 +1,3 @@
+from gpunet.cli import app
+
+app(prog_name="gpunet")
