@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -48,6 +48,47 @@ class Backend:
     def permutation(self, n: int, seed: int | tuple[int, ...]) -> Any:
         """A random permutation of range(n), drawn and kept on the device."""
         return self.xp.argsort(self.rng(seed).random(n))
+
+    def take_rows(self, a: Any, idx: Any, out: Any) -> Any:
+        """out[i] = a[idx[i]]: gather a batch into a preallocated array (idx must be in range)."""
+        if self.name == "cuda":
+            return self.xp.take(a, idx, axis=0, out=out)
+        # NumPy buffers `out` in its default mode="raise"; with in-range indices "wrap" is the same, unbuffered.
+        return np.take(a, idx, axis=0, out=out, mode="wrap")
+
+    def capture(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Record the device work of `fn()` as a CUDA graph; return a function that replays it (cuda only).
+
+        A replay relaunches the recorded kernels on the same memory with the same scalar arguments, so `fn` must
+        only touch arrays that stay alive at fixed addresses (read new inputs from them) and read nothing back to
+        the host. Memory that CuPy allocates during the capture (scratch space of a reduction, say) is kept for
+        the graph's lifetime, so the pool never hands it to another array that a replay would then overwrite.
+        Capture happens on a side stream; replays run on the current stream."""
+        if self.name != "cuda":
+            raise ValueError("CUDA graphs need the cuda backend")
+        cuda = self.xp.cuda
+        pool = self.xp.get_default_memory_pool()
+        kept: list[Any] = []
+
+        def allocate(nbytes: int) -> Any:
+            kept.append(pool.malloc(nbytes))
+            return kept[-1]
+
+        stream = cuda.Stream(non_blocking=True)
+        with stream, cuda.using_allocator(allocate):
+            stream.begin_capture()
+            try:
+                fn()
+            except BaseException:
+                stream.end_capture()
+                raise
+            graph = stream.end_capture()
+
+        def replay() -> None:
+            graph.launch(stream=cuda.get_current_stream())
+
+        replay.kept = kept  # type: ignore[attr-defined]  # owned by the replay function, freed with it
+        return replay
 
     def describe(self) -> str:
         """One line naming the device, e.g. for the start of a run."""

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 import gpunet
+from gpunet.data import DATASETS
 from gpunet.errors import GpunetError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -35,6 +36,9 @@ class Optim(str, Enum):
 class DType(str, Enum):
     float32 = "float32"
     float64 = "float64"
+
+
+DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)  # the registry in gpunet/data.py
 
 
 def fail(message: str) -> None:
@@ -87,7 +91,7 @@ def parse_batch_size(text: str) -> int | str:
 @app.command()
 @user_errors
 def train(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config [default: configs/default.toml]."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config (default: configs/default.toml)."),
     device: Device = typer.Option(Device.auto, help="cpu, cuda, or auto (cuda when usable, else cpu)."),
     epochs: Optional[int] = typer.Option(None, help="Number of passes over the training set."),
     lr: Optional[float] = typer.Option(None, help="Learning rate alpha."),
@@ -97,13 +101,20 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed for the initial weights and the shuffles."),
     dtype: Optional[DType] = typer.Option(None, help="Float type of the arrays."),
     limit: Optional[int] = typer.Option(None, help="Train on the first N samples only (0 = all)."),
-    out: Optional[Path] = typer.Option(None, help="Run directory [default: runs/<UTC timestamp>]."),
+    out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<UTC timestamp>)."),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Write checkpoint.npz every N epochs (0 = at the end)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this directory from its checkpoint "
+                                          "(its config is kept; only --epochs may be raised)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the run's PNG plots at the end."),
+    dataset: Optional[DatasetName] = typer.Option(None, help="The dataset; mnist unless given (or the resumed run's)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
 ) -> None:
-    """Train on the bundled MNIST and save metrics.json and model.npz in a run directory."""
+    """Train on MNIST (or --dataset fashion-mnist) and save metrics.json, model.npz and checkpoint.npz in a run
+    directory. A dataset not found on this machine is downloaded first (see `gpunet data`)."""
     from gpunet.backend import get_backend
     from gpunet.config import load_config
-    from gpunet.data import load_mnist
-    from gpunet.train import default_run_dir, prepare_run_dir, train as run_training
+    from gpunet.data import class_names, load_dataset
+    from gpunet.train import default_run_dir, prepare_run_dir, resume_config, train as run_training
 
     overrides = {
         "epochs": epochs, "lr": lr, "seed": seed, "limit": limit,
@@ -111,17 +122,38 @@ def train(
         "hidden": None if hidden is None else parse_hidden(hidden),
         "optimizer": None if optimizer is None else optimizer.value,
         "dtype": None if dtype is None else dtype.value,
+        "checkpoint_every": checkpoint_every,
     }
-    cfg = load_config(config, overrides)
-    backend = get_backend(device.value, cfg.dtype)
     console = Console(stderr=True)
+    checkpoint = None
+    if resume is None:
+        cfg = load_config(config, overrides)
+    elif config is not None or out is not None:
+        raise GpunetError("--resume continues a run with its own config and directory; drop --config and --out")
+    else:
+        cfg, checkpoint = resume_config(resume, overrides)
+        if cfg.epochs != checkpoint.meta["config"]["epochs"] and cfg.schedule != "constant":
+            console.print(f"note: the {cfg.schedule} schedule now spans {cfg.epochs} epochs, so this run will not "
+                          f"match a fresh {cfg.epochs}-epoch run")
+    backend = get_backend(device.value, cfg.dtype)
     if device is Device.auto:
         console.print(f"--device auto chose {backend.name}")
-    train_split, test_split = load_mnist()
-    run_dir = prepare_run_dir(out or default_run_dir())
-    metrics = run_training(cfg, backend, train_split, test_split, run_dir, console)
+    name = dataset.value if dataset is not None else checkpoint.meta["dataset"] if checkpoint else "mnist"
+    train_split, test_split = load_dataset(name, data_dir, console)
+    run_dir = resume if resume is not None else prepare_run_dir(out or default_run_dir())
+    metrics = run_training(cfg, backend, train_split, test_split, run_dir, console, dataset=name,
+                           classes=class_names(name), resume=checkpoint)
+    if metrics["status"] == "interrupted":
+        typer.echo(f"interrupted after epoch {metrics['epoch']} step {metrics['step']}; checkpoint saved; "
+                   f"resume with: gpunet train --resume {run_dir}", err=True)
+        raise typer.Exit(130)
     typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after {cfg.epochs} epochs, "
                f"{metrics['train_seconds']:.1f} s training on {backend.name}; saved {run_dir}/")
+    if plots:
+        from gpunet.plots import plot_run
+
+        paths = plot_run(run_dir, test_split)
+        typer.echo(f"plots: {', '.join(p.name for p in paths)}")
 
 
 @app.command()
@@ -151,3 +183,158 @@ def info() -> None:
         return
     typer.echo(f"gpu {g['name']}, {g['memory_gib']} GiB ({g['free_gib']} free), compute capability "
                f"{g['compute_capability']}, CUDA runtime {g['cuda_runtime']}, driver supports CUDA {g['cuda_driver']}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    model: Path = typer.Argument(..., help="A model.npz or a run directory."),
+    device: Device = typer.Option(Device.auto, help="cpu, cuda, or auto."),
+    dataset: Optional[DatasetName] = typer.Option(None, help="Test set (default: the one the model was trained on)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Test loss and accuracy, per-class precision, recall and F1, and the confusion matrix."""
+    import json
+
+    from gpunet.backend import get_backend
+    from gpunet.data import class_names, load_dataset
+    from gpunet.evaluate import evaluate_model
+    from gpunet.store import load_model
+    from gpunet.train import DeviceData
+
+    backend = get_backend(device.value)
+    net, header = load_model(model, backend)
+    name = dataset.value if dataset is not None else header.get("dataset", "mnist")
+    test_split = load_dataset(name)[1]
+    report = evaluate_model(net, DeviceData(backend, test_split), name, class_names(name))
+    typer.echo(json.dumps({"model": str(model), **report.as_dict()}, indent=2) if json_out else report.table())
+
+
+@app.command()
+@user_errors
+def predict(
+    model: Path = typer.Argument(..., help="A model.npz or a run directory."),
+    images: list[Path] = typer.Argument(..., help="PNG or JPEG files, each showing one digit."),
+    show: Optional[Path] = typer.Option(None, help="Save a PNG of each 28x28 input beside its probabilities."),
+    device: Device = typer.Option(Device.cpu, help="cpu, cuda, or auto."),
+    json_out: bool = typer.Option(False, "--json", help="Print path, top class and all probabilities as JSON."),
+) -> None:
+    """Top-3 classes of each image, after MNIST-style preprocessing (exit 2 if any file could not be read)."""
+    import json
+
+    from gpunet.backend import get_backend
+    from gpunet.data import class_names
+    from gpunet.predict import predict_files
+    from gpunet.store import load_model
+
+    net, header = load_model(model, get_backend(device.value))
+    classes = header.get("classes") or class_names(header.get("dataset", "mnist"))
+    results = predict_files(net, images)
+    for r in results:
+        if r.error is not None:
+            typer.echo(r.line(classes), err=True)
+        elif not json_out:
+            typer.echo(r.line(classes))
+    if json_out:
+        typer.echo(json.dumps([r.as_dict(classes) for r in results], indent=2))
+    good = [r for r in results if r.error is None]
+    if show is not None and good:
+        import numpy as np
+
+        from gpunet.plots import inputs
+
+        inputs(np.stack([r.image for r in good]), np.stack([r.probs for r in good]),
+               [Path(r.path).name for r in good], classes, show)
+        typer.echo(f"saved {show}", err=True)
+    if len(good) < len(results):
+        raise typer.Exit(2)
+
+
+@app.command()
+@user_errors
+def plot(run_dir: Path = typer.Argument(..., help="A run directory from gpunet train.")) -> None:
+    """Draw curves.png, confusion.png, predictions.png, mistakes.png and weights.png into the run directory."""
+    from gpunet.plots import plot_run
+
+    for path in plot_run(run_dir):
+        typer.echo(str(path))
+
+
+@app.command()
+@user_errors
+def serve(
+    model: Optional[Path] = typer.Argument(None, help="A model.npz or run directory "
+                                           "(default: the newest run under runs/)."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 opens it to your network)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 picks a free one)."),
+    device: Device = typer.Option(Device.cpu, help="cpu, cuda or auto; cpu is plenty for one drawing at a time."),
+) -> None:
+    """Serve a page to draw a digit on, with live predictions, and a JSON API (needs the serve extra)."""
+    try:
+        from gpunet.serve import serve as run_server
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in ("fastapi", "starlette", "uvicorn"):
+            raise
+        fail(f"gpunet serve needs FastAPI and uvicorn ({e.name} is missing): pip install -e '.[serve]'")
+    from gpunet.backend import get_backend
+
+    run_server(model, get_backend(device.value), host, port, say=typer.echo)
+
+
+@app.command()
+@user_errors
+def bench(
+    device: Device = typer.Option(Device.cpu, help="cpu, cuda, or auto."),
+    batch_sizes: str = typer.Option("128,1024,full", help="Comma-separated batch sizes; 'full' is full-batch GD."),
+    epochs: int = typer.Option(5, min=1, help="Timed epochs per contender (after one warm-up epoch)."),
+    limit: int = typer.Option(0, min=0, help="Use the first N training samples only (0 = all 60,000)."),
+    contenders: str = typer.Option("gpunet,numpy,pytorch", help="Which to time; pytorch only when importable."),
+    memory: bool = typer.Option(True, help="Measure each contender's peak memory in a fresh subprocess."),
+    cuda_graph: bool = typer.Option(False, help="Replay gpunet's step as a CUDA graph (cuda only)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+) -> None:
+    """Time gpunet's training step against plain NumPy and PyTorch on the same data; print a table."""
+    from gpunet.bench import run_bench
+
+    run_bench(device.value, batch_sizes, epochs, limit, contenders, memory, cuda_graph, json_out)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Find, download and verify the datasets (mnist, fashion-mnist).")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("list")
+@user_errors
+def data_list(data_dir: Optional[Path] = typer.Option(None, help="A folder to search first.")) -> None:
+    """Each dataset: where a verified copy was found, or that it is missing."""
+    from gpunet.data import list_lines
+
+    for line in list_lines(data_dir):
+        typer.echo(line)
+
+
+@data_app.command("fetch")
+@user_errors
+def data_fetch(
+    name: DatasetName = typer.Argument(..., help="The dataset to download."),
+    force: bool = typer.Option(False, "--force", help="Download every file again, replacing the cached copy."),
+    timeout: float = typer.Option(30.0, help="Seconds to wait to connect and for each read before the next mirror."),
+) -> None:
+    """Download a dataset into the cache (~/.cache/gpunet/NAME), each file checked by its SHA-256."""
+    from gpunet.data import get_dataset
+    from gpunet.fetch import fetch
+
+    folder = fetch(get_dataset(name.value), force=force, timeout=timeout)
+    typer.echo(f"{name.value}: verified files in {folder}")
+
+
+@data_app.command("verify")
+@user_errors
+def data_verify(
+    name: Optional[DatasetName] = typer.Argument(None, help="One dataset; all of them when left out."),
+    data_dir: Optional[Path] = typer.Option(None, help="A folder to search first."),
+) -> None:
+    """Check every copy on the search path against the pinned SHA-256 digests (exit 2 if one is damaged)."""
+    from gpunet.data import verify
+
+    verify([name.value] if name is not None else list(DATASETS), data_dir, typer.echo)

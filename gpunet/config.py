@@ -32,6 +32,7 @@ class Config:
     seed: int = 0
     dtype: str = "float32"
     limit: int = 0  # train on the first `limit` samples; 0 = all
+    checkpoint_every: int = 0  # write checkpoint.npz every N epochs; 0 = only at the end (and on Ctrl-C)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -58,6 +59,8 @@ CHECKS: dict[str, tuple[Any, str]] = {
     "seed": (lambda v: v if _is_int(v) and v >= 0 else None, "an integer >= 0"),
     "dtype": (lambda v: v if v in DTYPES else None, " | ".join(DTYPES)),
     "limit": (lambda v: v if _is_int(v) and v >= 0 else None, "an integer >= 0 (0 = all samples)"),
+    "checkpoint_every": (lambda v: v if _is_int(v) and v >= 0 else None,
+                         "an integer >= 0 (epochs between checkpoints; 0 = only at the end)"),
 }
 
 

@@ -39,6 +39,33 @@ from gpunet.backend import Backend
 Array = Any  # numpy.ndarray or cupy.ndarray
 
 
+class Buffers:
+    """Arrays for the equations' `out=` arguments, asked for by name, shape and dtype.
+
+    By default each request gets a new array, so a returned cache or grads dict belongs to the caller.
+    With `keep=True` (the training step) each (name, shape, dtype) is allocated once and then reused: the
+    step allocates nothing and its arrays keep their addresses (what a CUDA graph replay needs), but every
+    call overwrites the previous call's results. `fill` initialises a new array (for constants such as ones).
+    """
+
+    def __init__(self, xp: Any, keep: bool = False):
+        self.xp, self.keep = xp, keep
+        self.arrays: dict[tuple[str, tuple[int, ...], str], Array] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype: Any, fill: float | None = None) -> Array:
+        key = (name, tuple(shape), np.dtype(dtype).str)
+        a = self.arrays.get(key)
+        if a is None:
+            a = self.xp.empty(shape, dtype) if fill is None else self.xp.full(shape, fill, dtype)
+            if self.keep:
+                self.arrays[key] = a
+        return a
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+
 class MLP:
     """784 -> hidden ReLU layers -> 10 softmax. `params` holds W1, b1, ..., WL, bL on the device."""
 
@@ -57,36 +84,62 @@ class MLP:
             host[f"b{l}"] = np.zeros(fan_out)
         self.params = {k: backend.asarray(v) for k, v in host.items()}
 
-    def forward(self, X: Array) -> dict[str, Array]:
-        """X (m, 784) -> cache with A0 = X and Z1, A1, ..., ZL, AL (AL = softmax probabilities)."""
+    def forward(self, X: Array, buf: Buffers | None = None) -> dict[str, Array]:
+        """X (m, 784) -> cache with A0 = X and Z1, A1, ..., ZL, AL (AL = softmax probabilities).
+
+        Results go into arrays from `buf` (fresh ones by default; the training step passes reused ones)."""
         xp, p = self.backend.xp, self.params
+        buf = buf or Buffers(xp)
+        m = X.shape[0]
         cache = {"A0": X}
         A = X
         for l in range(1, self.L + 1):
-            Z = A @ p[f"W{l}"] + p[f"b{l}"]  # (m, n_l)
-            A = xp.maximum(Z, 0) if l < self.L else softmax(xp, Z)
+            W, b = p[f"W{l}"], p[f"b{l}"]
+            Z = xp.matmul(A, W, out=buf(f"Z{l}", (m, W.shape[1]), xp.result_type(A, W)))  # (m, n_l)
+            Z += b
+            if l < self.L:
+                A = xp.maximum(Z, 0, out=buf(f"A{l}", Z.shape, Z.dtype))  # (m, n_l)
+            else:
+                A = softmax(xp, Z, buf)  # (m, 10)
             cache[f"Z{l}"], cache[f"A{l}"] = Z, A
         return cache
 
-    def backward(self, cache: dict[str, Array], Y: Array) -> dict[str, Array]:
-        """Gradients dW1, db1, ... of the mean cross-entropy, Y one-hot (m, 10)."""
-        p, L = self.params, self.L
+    def backward(self, cache: dict[str, Array], Y: Array, buf: Buffers | None = None) -> dict[str, Array]:
+        """Gradients dW1, db1, ... of the mean cross-entropy, Y one-hot (m, 10); arrays from `buf` as in forward."""
+        xp, p, L = self.backend.xp, self.params, self.L
+        buf = buf or Buffers(xp)
         m = Y.shape[0]
         grads = {}
-        dZ = (cache[f"A{L}"] - Y) / m  # (m, 10)
+        AL = cache[f"A{L}"]
+        dZ = xp.subtract(AL, Y, out=buf(f"dZ{L}", AL.shape, xp.result_type(AL, Y)))  # (m, 10)
+        dZ /= m
         for l in range(L, 0, -1):
-            grads[f"dW{l}"] = cache[f"A{l - 1}"].T @ dZ  # (n_{l-1}, n_l)
-            grads[f"db{l}"] = dZ.sum(axis=0)  # (n_l,)
+            A_prev, W = cache[f"A{l - 1}"], p[f"W{l}"]
+            grads[f"dW{l}"] = xp.matmul(A_prev.T, dZ, out=buf(f"dW{l}", W.shape, xp.result_type(A_prev, dZ)))
+            # db = 1^T dZ: the sum over the batch as a product, which BLAS does faster than a reduction.
+            grads[f"db{l}"] = xp.matmul(buf("ones", (m,), dZ.dtype, 1), dZ, out=buf(f"db{l}", (W.shape[1],), dZ.dtype))
             if l > 1:
-                dA = dZ @ p[f"W{l}"].T  # (m, n_{l-1})
-                dZ = dA * (cache[f"Z{l - 1}"] > 0)  # (m, n_{l-1})
+                Z_prev = cache[f"Z{l - 1}"]
+                dA = xp.matmul(dZ, W.T, out=buf(f"dZ{l - 1}", Z_prev.shape, xp.result_type(dZ, W)))  # (m, n_{l-1})
+                active = xp.greater(Z_prev, 0, out=buf(f"active{l - 1}", Z_prev.shape, np.bool_))
+                dZ = xp.multiply(dA, active, out=dA)  # (m, n_{l-1}), dA masked in place
         return grads
 
-    def loss(self, AL: Array, Y: Array) -> Array:
-        """Mean cross-entropy, a 0-d device array; probabilities of 0 are clipped to the dtype's tiny."""
+    def loss(self, AL: Array, Y: Array, buf: Buffers | None = None) -> Array:
+        """Mean cross-entropy, a 0-d device array; probabilities of 0 are clipped to the dtype's tiny.
+
+        With Y one-hot, sum_k Y_ik log A_ik = log p_i, p_i = sum_k Y_ik A_ik the probability of the true class,
+        so only m logarithms are taken."""
         xp = self.backend.xp
-        tiny = np.finfo(AL.dtype).tiny
-        return -(Y * xp.log(xp.maximum(AL, tiny))).sum() / Y.shape[0]
+        buf = buf or Buffers(xp)
+        m = Y.shape[0]
+        dt = xp.result_type(AL, Y)
+        AY = xp.multiply(AL, Y, out=buf("AY", AL.shape, dt))
+        p = xp.matmul(AY, buf("ones", (AL.shape[1],), dt, 1), out=buf("p", (m,), dt))  # (m,) row sums
+        xp.maximum(p, np.finfo(dt).tiny, out=p)
+        J = xp.sum(xp.log(p, out=p), out=buf("J", (), dt))
+        J /= -m
+        return J
 
     def predict_proba(self, X: Array) -> Array:
         """Class probabilities (m, 10)."""
@@ -97,8 +150,9 @@ class MLP:
         return self.predict_proba(X).argmax(axis=1)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Parameters as host numpy arrays (a GPU-trained net loads on the CPU and back)."""
-        return {k: self.backend.to_numpy(v) for k, v in self.params.items()}
+        """Parameters as host numpy arrays (a GPU-trained net loads on the CPU and back); copies, on every
+        backend, so training on does not change them."""
+        return {k: np.array(self.backend.to_numpy(v)) for k, v in self.params.items()}
 
     @classmethod
     def from_state_dict(cls, backend: Backend, state: dict[str, np.ndarray]) -> "MLP":
@@ -107,7 +161,7 @@ class MLP:
         L = len(sizes) - 1
         net = cls.__new__(cls)
         net.backend, net.sizes, net.L = backend, tuple(sizes), L
-        net.params = {k: backend.asarray(v) for k, v in state.items()}
+        net.params = {k: backend.asarray(np.array(v)) for k, v in state.items()}  # copies: `state` stays as it is
         return net
 
 
@@ -126,10 +180,15 @@ def sizes_of(state: dict[str, np.ndarray]) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def softmax(xp: Any, Z: Array) -> Array:
+def softmax(xp: Any, Z: Array, buf: Buffers | None = None) -> Array:
     """Row-wise softmax; subtracting the row max keeps exp finite for logits of any size."""
-    E = xp.exp(Z - Z.max(axis=1, keepdims=True))
-    return E / E.sum(axis=1, keepdims=True)
+    buf = buf or Buffers(xp)
+    m = Z.shape[0]
+    E = xp.subtract(Z, xp.max(Z, axis=1, keepdims=True, out=buf("rowmax", (m, 1), Z.dtype)),
+                    out=buf("softmax", Z.shape, Z.dtype))
+    xp.exp(E, out=E)
+    E /= xp.matmul(E, buf("ones", (Z.shape[1], 1), Z.dtype, 1), out=buf("rowsum", (m, 1), Z.dtype))  # row sums
+    return E
 
 
 def one_hot(xp: Any, labels: Array, num_classes: int, dtype: Any) -> Array:

@@ -1,7 +1,11 @@
 """Optimizers and the learning-rate schedule, written with `xp`; their state lives on the device.
 
 Each `step(params, grads, lr)` updates the parameter arrays in place. `lr` is a host float for this
-step (from `learning_rate`), so no step reads anything back from the device.
+step (from `learning_rate`), so no step reads anything back from the device. A step is
+`coefficients(lr, t)` (host floats: the learning rate and, for Adam, its bias corrections) then
+`apply(params, grads, coefs)`; the CUDA graph of the training step passes the coefficients as 0-d device
+arrays instead, so a replay reads the current values. Every update runs in place, through one scratch
+array per parameter (`tmp`), and allocates nothing.
 """
 
 from __future__ import annotations
@@ -26,14 +30,22 @@ class Optimizer:
         self.backend = backend
         self.t = 0  # steps taken
         self.state = {f"{s}.{k}": backend.xp.zeros_like(v) for s in self.slots for k, v in params.items()}
+        self.tmp = {k: backend.xp.empty_like(v) for k, v in params.items()}  # scratch, not state
 
     def step(self, params: dict[str, Any], grads: dict[str, Any], lr: float) -> None:
         self.t += 1
-        for k, P in params.items():
-            self.update(k, P, grads[f"d{k}"], lr)
+        self.apply(params, grads, self.coefficients(lr, self.t))
 
-    def update(self, k: str, P: Any, dP: Any, lr: float) -> None:
-        P -= lr * dP
+    def coefficients(self, lr: float, t: int) -> tuple[float, ...]:
+        """The scalars of step `t` (1-based) at learning rate `lr`, as `update` takes them."""
+        return (lr,)
+
+    def apply(self, params: dict[str, Any], grads: dict[str, Any], coefs: tuple[Any, ...]) -> None:
+        for k, P in params.items():
+            self.update(k, P, grads[f"d{k}"], *coefs)
+
+    def update(self, k: str, P: Any, dP: Any, lr: Any) -> None:
+        P -= self.backend.xp.multiply(dP, lr, out=self.tmp[k])
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Host copies of the state, for checkpoints."""
@@ -59,11 +71,11 @@ class Momentum(Optimizer):
         super().__init__(backend, params)
         self.mu = momentum
 
-    def update(self, k: str, P: Any, dP: Any, lr: float) -> None:
+    def update(self, k: str, P: Any, dP: Any, lr: Any) -> None:
         v = self.state[f"v.{k}"]
         v *= self.mu
         v += dP
-        P -= lr * v
+        P -= self.backend.xp.multiply(v, lr, out=self.tmp[k])
 
 
 class Adam(Optimizer):
@@ -76,17 +88,27 @@ class Adam(Optimizer):
         super().__init__(backend, params)
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
 
-    def update(self, k: str, P: Any, dP: Any, lr: float) -> None:
-        xp = self.backend.xp
+    def coefficients(self, lr: float, t: int) -> tuple[float, ...]:
+        # Bias corrections folded into host floats: alpha_t = alpha sqrt(1 - b2^t) / (1 - b1^t), eps_t likewise.
+        lr_t = lr * math.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
+        eps_t = self.eps * math.sqrt(1 - self.beta2**t)
+        return (lr_t, eps_t)
+
+    def update(self, k: str, P: Any, dP: Any, lr_t: Any, eps_t: Any) -> None:
+        xp, tmp = self.backend.xp, self.tmp[k]
         m, v = self.state[f"m.{k}"], self.state[f"v.{k}"]
         m *= self.beta1
-        m += (1 - self.beta1) * dP
+        m += xp.multiply(dP, 1 - self.beta1, out=tmp)
         v *= self.beta2
-        v += (1 - self.beta2) * dP * dP
-        # Bias corrections are host floats: alpha_t = alpha sqrt(1 - b2^t) / (1 - b1^t).
-        lr_t = lr * math.sqrt(1 - self.beta2**self.t) / (1 - self.beta1**self.t)
-        eps_t = self.eps * math.sqrt(1 - self.beta2**self.t)
-        P -= lr_t * m / (xp.sqrt(v) + eps_t)
+        xp.multiply(dP, dP, out=tmp)
+        tmp *= 1 - self.beta2
+        v += tmp
+        # P -= lr_t m / (sqrt(v) + eps_t)
+        xp.sqrt(v, out=tmp)
+        tmp += eps_t
+        xp.divide(m, tmp, out=tmp)
+        tmp *= lr_t
+        P -= tmp
 
 
 def make_optimizer(name: str, backend: Backend, params: dict[str, Any], momentum: float = 0.9) -> Optimizer:

@@ -6,6 +6,8 @@ import json
 import os
 import tempfile
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,6 +21,10 @@ from gpunet.model import MLP, sizes_of
 MODEL_FORMAT = 1
 
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
 
@@ -30,6 +36,7 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
@@ -41,30 +48,20 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def save_model(path: Path, net: MLP, meta: dict[str, Any] | None = None) -> None:
-    """Weights plus a JSON header: layer sizes, pixel scaling, gpunet version, format version, `meta`."""
-    header = {"format": MODEL_FORMAT, "gpunet": gpunet.__version__, "sizes": list(net.sizes),
+    """Weights plus a JSON header: layer sizes, pixel scaling, gpunet version, format version, `meta`
+    (train adds the dataset, its class names, epochs, device and test metrics)."""
+    header = {"format": MODEL_FORMAT, "kind": "model", "gpunet": gpunet.__version__, "sizes": list(net.sizes),
               "pixel_scale": "x / 255", **(meta or {})}
-    arrays = {**net.state_dict(), "meta": np.asarray(json.dumps(header))}
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    _write_npz(path, net.state_dict(), header)
 
 
 def load_model(path: Path, backend: Backend) -> tuple[MLP, dict[str, Any]]:
-    """Load a model file onto `backend`; a damaged or mismatched file raises GpunetError naming it."""
+    """Load a model file (or a run directory's model.npz) onto `backend`; a damaged or mismatched file raises
+    GpunetError naming it. The arrays are host numpy, so a model trained on cuda loads on cpu and back."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except FileNotFoundError:
-        raise GpunetError(f"{path}: model file not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise GpunetError(f"{path}: not a readable gpunet model file ({e})") from None
-    try:
-        header = json.loads(str(arrays.pop("meta")))
-    except (KeyError, ValueError):
-        raise GpunetError(f"{path}: not a gpunet model file (no metadata)") from None
-    if header.get("format") != MODEL_FORMAT:
-        raise GpunetError(f"{path}: model format {header.get('format')!r} is not {MODEL_FORMAT}; "
-                          f"it was written by another gpunet version ({header.get('gpunet')})")
+    if path.is_dir():
+        path = path / "model.npz"
+    arrays, header = _read_npz(path, "model")
     try:
         sizes = sizes_of(arrays)
     except ValueError as e:
@@ -72,3 +69,74 @@ def load_model(path: Path, backend: Backend) -> tuple[MLP, dict[str, Any]]:
     if list(sizes) != header.get("sizes"):
         raise GpunetError(f"{path}: weights have sizes {list(sizes)} but the header says {header.get('sizes')}")
     return MLP.from_state_dict(backend, arrays), header
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to continue a run exactly: weights, optimizer state, the partial epoch's sums, `meta`
+    (format, config, dataset, `epoch` completed, `step` done in the next epoch, history, RNG seed)."""
+
+    params: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]
+    sums: dict[str, np.ndarray]
+    meta: dict[str, Any]
+
+
+def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
+    header = {"format": MODEL_FORMAT, "kind": "checkpoint", "gpunet": gpunet.__version__,
+              "sizes": list(sizes_of(ckpt.params)), **ckpt.meta}
+    arrays = {**{f"param.{k}": v for k, v in ckpt.params.items()},
+              **{f"opt.{k}": v for k, v in ckpt.optimizer.items()},
+              **{f"sum.{k}": v for k, v in ckpt.sums.items()}}
+    _write_npz(path, arrays, header)
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint.npz; GpunetError naming the file when it is missing, damaged or not a checkpoint."""
+    arrays, header = _read_npz(Path(path), "checkpoint")
+    groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "opt": {}, "sum": {}}
+    for key, value in arrays.items():
+        group, _, name = key.partition(".")
+        if group not in groups:
+            raise GpunetError(f"{path}: damaged checkpoint: unexpected array {key!r}")
+        groups[group][name] = value
+    try:
+        sizes = sizes_of(groups["param"])
+    except ValueError as e:
+        raise GpunetError(f"{path}: damaged checkpoint: {e}") from None
+    missing = {"config", "epoch", "step", "history"} - set(header)
+    if missing:
+        raise GpunetError(f"{path}: damaged checkpoint: no {', '.join(sorted(missing))} in its metadata")
+    if list(sizes) != header.get("sizes"):
+        raise GpunetError(f"{path}: weights have sizes {list(sizes)} but the header says {header.get('sizes')}")
+    return Checkpoint(groups["param"], groups["opt"], groups["sum"], header)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
+    arrays = {**arrays, "meta": np.asarray(json.dumps(header))}
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def _read_npz(path: Path, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The arrays and JSON header of a gpunet .npz of `kind` ("model" or "checkpoint"), checked."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise GpunetError(f"{path}: {kind} file not found") from None
+    except IsADirectoryError:
+        raise GpunetError(f"{path}: is a directory, not a {kind} file") from None
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error, EOFError) as e:
+        raise GpunetError(f"{path}: not a readable gpunet {kind} file ({e})") from None
+    try:
+        header = json.loads(str(arrays.pop("meta")))
+    except (KeyError, ValueError):
+        header = None
+    if not isinstance(header, dict):
+        raise GpunetError(f"{path}: not a gpunet {kind} file (no metadata)") from None
+    if header.get("format") != MODEL_FORMAT:
+        raise GpunetError(f"{path}: file format {header.get('format')!r} is not {MODEL_FORMAT}; "
+                          f"it was written by another gpunet version ({header.get('gpunet')})")
+    if header.get("kind") != kind:
+        raise GpunetError(f"{path}: this is a gpunet {header.get('kind')} file, not a {kind} file")
+    return arrays, header

@@ -1,9 +1,17 @@
-"""The training loop: data resident on the device, one host read per epoch, a run directory at the end."""
+"""The training loop: data resident on the device, one host read per epoch, a run directory with checkpoints.
+
+A run directory holds metrics.json, model.npz and checkpoint.npz. The checkpoint (every `checkpoint_every`
+epochs, at the end, and when Ctrl-C stops the run after its current step) holds the weights, the optimizer
+state, the epoch and step reached, the partial epoch's sums and the history, so `resume` continues the run
+exactly: the shuffle of epoch e is drawn from a generator seeded with (seed, e), so the epoch fixes the RNG.
+"""
 
 from __future__ import annotations
 
 import math
 import platform
+import signal
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -15,12 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 import gpunet
 from gpunet.backend import Backend
-from gpunet.config import Config
-from gpunet.data import NUM_CLASSES, Split, to_features
+from gpunet.config import CHECKS, Config, check_value
+from gpunet.data import NUM_CLASSES, Split, class_names, to_features
 from gpunet.errors import GpunetError
 from gpunet.model import MLP, one_hot
 from gpunet.optim import learning_rate, make_optimizer
-from gpunet.store import save_model, write_json
+from gpunet.step import TrainStep
+from gpunet.store import Checkpoint, load_checkpoint, save_checkpoint, save_model, write_json
 
 LONG_EPOCH_STEPS = 50  # show a second bar over batches when an epoch has at least this many steps
 
@@ -65,15 +74,80 @@ def evaluate(net: MLP, data: DeviceData) -> tuple[Any, Any]:
     return net.loss(AL, data.Y), (AL.argmax(axis=1) == data.y).mean()
 
 
+class CtrlC:
+    """Context: the first Ctrl-C sets `requested` (the loop checkpoints after its current step and returns);
+    a second one raises KeyboardInterrupt at once. Only the main thread can take signals; elsewhere a no-op."""
+
+    def __enter__(self) -> "CtrlC":
+        self.requested = False
+        self.previous = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> tuple[Config, Checkpoint]:
+    """The config and checkpoint to continue `run_dir` with. The run's config is kept: an override must equal
+    it, except `epochs`, which may be raised to train further (never below the epochs already done), and
+    `checkpoint_every`, which does not change the result."""
+    path = Path(run_dir) / "checkpoint.npz"
+    if not path.exists():
+        raise GpunetError(f"{path}: no checkpoint to resume from; is {run_dir} a gpunet run directory?")
+    ckpt = load_checkpoint(path)
+    values = {k: check_value(str(path), k, v) for k, v in ckpt.meta["config"].items()}
+    for key, value in overrides.items():
+        if value is None or key not in CHECKS:
+            continue
+        value = check_value("command line", key, value)
+        if key == "epochs":
+            if value < ckpt.meta["epoch"] + (ckpt.meta["step"] > 0):
+                raise GpunetError(f"--epochs {value}: {run_dir} has already trained {ckpt.meta['epoch']} epochs")
+        elif value != values[key] and key != "checkpoint_every":
+            raise GpunetError(f"--{key.replace('_', '-')} {value} differs from the run's {key} = {values[key]}; "
+                              "a resumed run keeps its config (only --epochs may be raised); "
+                              "start a new run with another --out to change it")
+        values[key] = value
+    cfg = Config(**values)
+    if ckpt.meta["epoch"] >= cfg.epochs:
+        raise GpunetError(f"{run_dir} has completed all {cfg.epochs} epochs; pass a larger --epochs to train further")
+    return cfg, ckpt
+
+
+def checkpoint(path: Path, net: MLP, opt: Any, metrics: dict[str, Any], epoch: int, step: int,
+               sums: dict[str, np.ndarray], seconds: float) -> None:
+    """Save the state after `step` steps of epoch `epoch` + 1 (step 0: at the end of epoch `epoch`)."""
+    meta = {key: metrics[key] for key in ("config", "dataset", "train_samples", "history")}
+    save_checkpoint(path, Checkpoint(net.state_dict(), opt.state_dict(), sums, {
+        **meta, "epoch": epoch, "step": step, "epoch_seconds": seconds,
+        "rng": {"shuffle_seed": [metrics["config"]["seed"], epoch + 1]},  # the next shuffle's seed: its full state
+    }))
+
+
 def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, out: Path,
-          console: Console | None = None, dataset: str = "mnist") -> dict[str, Any]:
-    """Train per `cfg`, write `out`/metrics.json and `out`/model.npz, and return the metrics."""
+          console: Console | None = None, dataset: str = "mnist", resume: Checkpoint | None = None,
+          classes: list[str] | None = None) -> dict[str, Any]:
+    """Train per `cfg` (continuing `resume` when given) and write `out`/metrics.json, model.npz and
+    checkpoint.npz. Returns the metrics; their status is "interrupted" when Ctrl-C stopped the run."""
     console = console or Console(stderr=True)
+    out.mkdir(parents=True, exist_ok=True)
     xp = backend.xp
     wall0 = time.perf_counter()
     tr, te = DeviceData(backend, train_split, cfg.limit), DeviceData(backend, test_split)
-    net = MLP(backend, (tr.X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed)
+    if resume is None:
+        net = MLP(backend, (tr.X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed)
+    else:
+        net = MLP.from_state_dict(backend, resume.params)
     opt = make_optimizer(cfg.optimizer, backend, net.params, cfg.momentum)
+    step = TrainStep(net, opt, tr.X, tr.Y, tr.y)  # reused arrays; a CUDA graph with GPUNET_CUDA_GRAPH=1
     B = tr.m if cfg.batch_size == "full" else min(cfg.batch_size, tr.m)
     steps = math.ceil(tr.m / B)
     total_steps = cfg.epochs * steps
@@ -82,37 +156,51 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, 
         "config": cfg.as_dict(), "dataset": dataset, "device": backend.describe(), "versions": versions(backend),
         "train_samples": tr.m, "test_samples": te.m, "steps_per_epoch": steps, "history": [],
     }
-    meta = {"dataset": dataset}
+    meta = {"dataset": dataset, "classes": classes or class_names(dataset), "device": backend.name}
+    start_epoch, start_step = 1, 0
+    if resume is not None:
+        if resume.meta["train_samples"] != tr.m or resume.meta["dataset"] != dataset:
+            raise GpunetError(f"the checkpoint was trained on {resume.meta['train_samples']} "
+                              f"{resume.meta['dataset']} samples, not {tr.m} {dataset} samples; cannot resume")
+        try:
+            opt.load_state_dict(resume.optimizer)
+        except ValueError as e:
+            raise GpunetError(f"damaged checkpoint: {e}") from None
+        metrics["history"] = resume.meta["history"]
+        start_epoch, start_step = resume.meta["epoch"] + 1, resume.meta["step"]
+        console.print(f"resuming at epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
     console.print(f"training {'-'.join(map(str, net.sizes))} on {tr.m} {dataset} samples, "
                   f"{cfg.epochs} epochs x {steps} steps of batch {B}, {cfg.optimizer} lr {cfg.lr:g} "
                   f"({cfg.schedule}), device {metrics['device']}")
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console, transient=False)
-    with bar:
-        epoch_task = bar.add_task("epoch", total=cfg.epochs, stats="")
+    with bar, CtrlC() as ctrl_c:
+        epoch_task = bar.add_task("epoch", total=cfg.epochs, completed=start_epoch - 1, stats="")
         batch_task = bar.add_task("batch", total=steps, stats="", visible=steps >= LONG_EPOCH_STEPS)
         batch_tick = max(1, steps // 20)
-        for epoch in range(1, cfg.epochs + 1):
-            t0 = time.perf_counter()
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            first = start_step if epoch == start_epoch else 0
+            t0 = time.perf_counter() - (resume.meta["epoch_seconds"] if first else 0.0)
             perm = None if steps == 1 else backend.permutation(tr.m, (cfg.seed, epoch))
-            loss_sum = xp.zeros((), dtype=backend.dtype)
-            correct = xp.zeros((), dtype=xp.int64)
-            bar.reset(batch_task, total=steps)
-            for s in range(steps):
-                if perm is None:
-                    X, Y, y = tr.X, tr.Y, tr.y
-                else:
-                    idx = perm[s * B:(s + 1) * B]
-                    X, Y, y = tr.X[idx], tr.Y[idx], tr.y[idx]
-                cache = net.forward(X)
-                AL = cache[f"A{net.L}"]
-                loss_sum += net.loss(AL, Y) * Y.shape[0]
-                correct += (AL.argmax(axis=1) == y).sum()
-                grads = net.backward(cache, Y)
-                opt.step(net.params, grads, learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, total_steps))
+            loss_sum, correct = step.zero_sums()  # the step's device accumulators
+            if first:  # the interrupted epoch's sums so far
+                loss_sum += backend.asarray(resume.sums["loss_sum"])
+                correct += backend.asarray(resume.sums["correct"], dtype=xp.int64)
+            bar.reset(batch_task, total=steps, completed=first)
+            for s in range(first, steps):
+                step(None if perm is None else perm[s * B:(s + 1) * B],
+                     learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, total_steps))
                 if (s + 1) % batch_tick == 0:
                     bar.update(batch_task, completed=s + 1)
+                if ctrl_c.requested:
+                    sums = {"loss_sum": backend.to_numpy(loss_sum), "correct": backend.to_numpy(correct)}
+                    checkpoint(out / "checkpoint.npz", net, opt, metrics, epoch - 1, s + 1, sums,
+                               time.perf_counter() - t0)
+                    metrics.update(status="interrupted", epoch=epoch - 1, step=s + 1,
+                                   train_seconds=sum(r["seconds"] for r in metrics["history"]))
+                    write_json(out / "metrics.json", metrics)
+                    return metrics
             test_loss, test_acc = evaluate(net, te)
             # The one device -> host read of the epoch.
             train_loss, train_acc, test_loss, test_acc = backend.to_numpy(
@@ -133,7 +221,10 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, 
             if epoch % log_every == 0 or epoch == cfg.epochs:
                 bar.console.print(f"epoch {epoch:>3}/{cfg.epochs} | train {train_loss:.4f} {100 * train_acc:.2f}% | "
                                   f"test {test_loss:.4f} {100 * test_acc:.2f}% | {row['seconds']:.2f} s")
-                save_model(out / "model.npz", net, meta)
+                save_model(out / "model.npz", net, {**meta, "epochs": epoch, "test_accuracy": test_acc,
+                                                    "test_loss": test_loss})
+            if epoch == cfg.epochs or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
+                checkpoint(out / "checkpoint.npz", net, opt, metrics, epoch, 0, {}, 0.0)
 
     last = metrics["history"][-1]
     metrics.update(status="completed", test_accuracy=last["test_accuracy"], test_loss=last["test_loss"],

@@ -1,0 +1,78 @@
+"""`gpunet bench` works end to end on a small subset; nothing here depends on timing."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gpunet.backend import get_backend
+from gpunet.bench import Gpunet, Plain, gemm_flops, load_data, parse_batch_sizes
+from gpunet.cli import app
+from gpunet.model import MLP
+
+runner = CliRunner()
+
+
+def test_bench_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--batch-sizes", "32,full", "--epochs", "2",
+                                 "--limit", "256", "--contenders", "gpunet,numpy", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    for text in ("machine", "blas", "s/epoch", "samples/s", "% sgemm", "peak RSS MiB", "GEMM floor", "gpunet", "numpy"):
+        assert text in result.output
+    report = json.loads(out.read_text())
+    assert report["samples"] == 256 and report["sizes"] == [784, 128, 10] and report["device"] == "cpu"
+    assert {"cpu", "cores", "blas", "load_average"} <= set(report["machine"])
+    rows = report["results"]
+    assert [(r["batch"], r["contender"]) for r in rows] == [(32, "gpunet"), (32, "numpy"), ("full", "gpunet"),
+                                                            ("full", "numpy")]
+    for r in rows:
+        assert len(r["epoch_seconds"]) == 2 and r["seconds_per_epoch"] > 0
+        assert r["samples_per_second"] == pytest.approx(256 / r["seconds_per_epoch"])
+        assert r["gflop_per_epoch"] == pytest.approx(gemm_flops(256, (784, 128, 10)) / 1e9)
+        assert r["sgemm_gflops"] > 0 and r["gemm_floor_seconds"] > 0 and r["ratio_to_pytorch"] is None
+        assert r["peak_mib"] > 0 and r["peak_process_mib"] >= r["peak_mib"]
+        assert np.isfinite(r["train_loss"])
+
+
+def test_bench_without_memory_and_pytorch_when_installed():
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--batch-sizes", "full", "--epochs", "1",
+                                 "--limit", "128", "--no-memory"])
+    assert result.exit_code == 0, result.output
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert "pytorch skipped: not installed" in result.output
+    else:
+        assert "pytorch" in result.output and "1.00x" in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-sizes", "0"], "--batch-sizes"),
+    (["--batch-sizes", "128,huge"], "--batch-sizes"),
+    (["--contenders", "tensorflow"], "--contenders"),
+])
+def test_bench_rejects_bad_options(args, message):
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--limit", "64", *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_parse_batch_sizes_and_flop_count():
+    assert parse_batch_sizes("128, 1024,full") == [128, 1024, "full"]
+    # 784-128-10 on 60,000 samples: 2*m*(2*(784*128 + 128*10) + 128*10) = 24.5 GFLOP per epoch.
+    assert gemm_flops(60000, (784, 128, 10)) == pytest.approx(24.545e9, rel=1e-3)
+
+
+def test_contenders_train_the_same_net(tmp_path):
+    """gpunet's step and the plain reference, same init and shuffles, agree to float64 rounding."""
+    be = get_backend("cpu", "float64")
+    data = load_data(be, 300)
+    init = MLP(be, seed=0).state_dict()
+    for B in (64, data.m):
+        g, p = Gpunet(be, data, B, init, False), Plain(be, data, B, init, False)
+        for e in (1, 2):
+            assert g.epoch(e) == pytest.approx(p.epoch(e), rel=1e-10)
+        for k in init:
+            np.testing.assert_allclose(g.net.params[k], p.p[k], rtol=1e-10, atol=1e-12)
