@@ -175,7 +175,8 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, 
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console, transient=False)
-    with bar, CtrlC() as ctrl_c:
+    # A diverging run overflows; the check after each epoch reports it, so NumPy's warnings would only be noise.
+    with bar, CtrlC() as ctrl_c, np.errstate(over="ignore", invalid="ignore"):
         epoch_task = bar.add_task("epoch", total=cfg.epochs, completed=start_epoch - 1, stats="")
         batch_task = bar.add_task("batch", total=steps, stats="", visible=steps >= LONG_EPOCH_STEPS)
         batch_tick = max(1, steps // 20)

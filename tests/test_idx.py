@@ -1,12 +1,13 @@
 """The IDX reader on bytes the tests make, and the bundled MNIST against known facts."""
 
 import gzip
+import hashlib
 import struct
 
 import numpy as np
 import pytest
 
-from gpunet.data import load_mnist, parse_idx, read_idx
+from gpunet.data import DataFile, Dataset, load_mnist, parse_idx, read_copy, read_idx
 from gpunet.errors import GpunetError
 
 
@@ -47,6 +48,21 @@ def test_read_idx_gz_and_digest(tmp_path):
     path.write_bytes(gzip.compress(raw)[:-10])
     with pytest.raises(GpunetError, match=str(path)):
         read_idx(path)
+
+
+def test_label_out_of_range_is_refused(tmp_path, rng):
+    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28)),
+              "train-labels-idx1-ubyte": np.array([1, 12, 3]),
+              "t10k-images-idx3-ubyte": rng.integers(0, 256, (1, 28, 28)),
+              "t10k-labels-idx1-ubyte": np.array([0])}
+    files = []
+    for name, a in arrays.items():
+        raw = idx_bytes(a)
+        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(raw))
+        files.append(DataFile(name, "", 0, hashlib.sha256(raw).hexdigest()))
+    ds = Dataset("digits", "test digits", tuple("0123456789"), (), tuple(files))
+    with pytest.raises(GpunetError, match=r"train-labels-idx1-ubyte\.gz: label 12 is out of range 0\.\.9"):
+        read_copy(ds, tmp_path)
 
 
 def test_bundled_mnist_matches_known_facts():
