@@ -322,4 +322,6 @@ def verify(names: list[str], data_dir: Path | None = None, say: Callable[[str], 
 
 def to_features(images: np.ndarray) -> np.ndarray:
     """(n, 28, 28) uint8 -> (n, 784) float32 in [0, 1] (on the host)."""
-    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255)
+    X = images.reshape(len(images), -1).astype(np.float32)
+    X /= 255  # in place: no second 188 MB array for the training set
+    return X

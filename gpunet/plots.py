@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from gpunet.backend import get_backend
-from gpunet.data import Split, class_names, load_dataset, to_features
+from gpunet.data import Split, load_dataset, to_features
 from gpunet.errors import GpunetError
 from gpunet.evaluate import confusion_matrix
 from gpunet.store import atomic_write, load_model
@@ -168,8 +168,7 @@ def plot_run(run_dir: Path, test_split: Split | None = None) -> list[Path]:
     if not metrics.get("history"):
         raise GpunetError(f"{run_dir}: the run has no finished epoch to plot")
     net, header = load_model(run_dir / "model.npz", get_backend("cpu"))
-    dataset = header.get("dataset", "mnist")
-    classes = header.get("classes") or class_names(dataset)
+    dataset, classes = header["dataset"], header["classes"]
     split = load_dataset(dataset)[1] if test_split is None else test_split
     X = to_features(split.images)  # (n, 784)
     images = X.reshape(split.images.shape)  # (n, 28, 28)

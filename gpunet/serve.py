@@ -24,7 +24,6 @@ from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
 from gpunet.backend import Backend
-from gpunet.data import class_names
 from gpunet.errors import GpunetError
 from gpunet.model import MLP
 from gpunet.preprocess import SIZE, decode_image, to_mnist
@@ -55,13 +54,12 @@ def find_model(model: Path | None, runs: Path = Path("runs")) -> tuple[Path, boo
 
 def describe_model(path: Path, net: MLP, header: dict[str, Any]) -> dict[str, Any]:
     """What GET /api/model answers, from the model file's header (train writes its final test metrics there)."""
-    dataset = header.get("dataset", "mnist")
     return {
         "model": str(path),
         "sizes": list(net.sizes),
         "parameters": int(sum(int(np.prod(v.shape)) for v in net.params.values())),
-        "dataset": dataset,
-        "classes": header.get("classes") or class_names(dataset),
+        "dataset": header["dataset"],
+        "classes": header["classes"],
         "test_accuracy": header.get("test_accuracy"),
         "epochs": header.get("epochs"),
         "gpunet": header.get("gpunet"),

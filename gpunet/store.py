@@ -15,6 +15,7 @@ import numpy as np
 
 import gpunet
 from gpunet.backend import Backend
+from gpunet.data import class_names
 from gpunet.errors import GpunetError
 from gpunet.model import MLP, sizes_of
 
@@ -57,7 +58,7 @@ def save_model(path: Path, net: MLP, meta: dict[str, Any] | None = None) -> None
 
 def load_model(path: Path, backend: Backend) -> tuple[MLP, dict[str, Any]]:
     """Load a model file (or a run directory's model.npz) onto `backend`; a damaged or mismatched file raises
-    GpunetError naming it. The arrays are host numpy, so a model trained on cuda loads on cpu and back."""
+    GpunetError naming it. The header always has "dataset" and "classes" (filled in for older files). The arrays are host numpy, so a model trained on cuda loads on cpu and back."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.npz"
@@ -68,6 +69,9 @@ def load_model(path: Path, backend: Backend) -> tuple[MLP, dict[str, Any]]:
         raise GpunetError(f"{path}: damaged model file: {e}") from None
     if list(sizes) != header.get("sizes"):
         raise GpunetError(f"{path}: weights have sizes {list(sizes)} but the header says {header.get('sizes')}")
+    header.setdefault("dataset", "mnist")
+    if "classes" not in header:
+        header["classes"] = class_names(header["dataset"])
     return MLP.from_state_dict(backend, arrays), header
 
 
