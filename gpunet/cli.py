@@ -148,7 +148,8 @@ def train(
                    f"resume with: gpunet train --resume {run_dir}", err=True)
         raise typer.Exit(130)
     typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after {cfg.epochs} epochs, "
-               f"{metrics['train_seconds']:.1f} s training on {backend.name}; saved {run_dir}/")
+               f"{metrics['train_seconds']:.1f} s training ({metrics['wall_seconds']:.1f} s wall) on {backend.name}; "
+               f"saved {run_dir}/")
     if plots:
         from gpunet.plots import plot_run
 
@@ -223,12 +224,11 @@ def predict(
     import json
 
     from gpunet.backend import get_backend
-    from gpunet.data import class_names
     from gpunet.predict import predict_files
     from gpunet.store import load_model
 
     net, header = load_model(model, get_backend(device.value))
-    classes = header.get("classes") or class_names(header.get("dataset", "mnist"))
+    classes = header["classes"]
     results = predict_files(net, images)
     for r in results:
         if r.error is not None:
@@ -286,17 +286,29 @@ def serve(
 def bench(
     device: Device = typer.Option(Device.cpu, help="cpu, cuda, or auto."),
     batch_sizes: str = typer.Option("128,1024,full", help="Comma-separated batch sizes; 'full' is full-batch GD."),
-    epochs: int = typer.Option(5, min=1, help="Timed epochs per contender (after one warm-up epoch)."),
-    limit: int = typer.Option(0, min=0, help="Use the first N training samples only (0 = all 60,000)."),
-    contenders: str = typer.Option("gpunet,numpy,pytorch", help="Which to time; pytorch only when importable."),
+    epochs: Optional[int] = typer.Option(None, min=1, help="Timed epochs per contender (default 5, after one "
+                                         "warm-up epoch); with --whole-run, the recipe's epochs (default: the "
+                                         "config's)."),
+    limit: Optional[int] = typer.Option(None, min=0, help="Use the first N training samples only (0 = all 60,000)."),
+    contenders: str = typer.Option("gpunet,numpy,pytorch", help="Which to time; pytorch only when importable; "
+                                   "--whole-run times gpunet and pytorch."),
     memory: bool = typer.Option(True, help="Measure each contender's peak memory in a fresh subprocess."),
     cuda_graph: bool = typer.Option(False, help="Replay gpunet's step as a CUDA graph (cuda only)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
+    whole_run: bool = typer.Option(False, "--whole-run", help="Time complete training runs of --config's recipe "
+                                   "(gpunet train against PyTorch) instead of epochs at --batch-sizes."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="--whole-run: the recipe (default: "
+                                          "configs/default.toml)."),
+    repeats: int = typer.Option(3, min=1, help="--whole-run: timed runs per contender, in turns, after a warm-up run."),
 ) -> None:
-    """Time gpunet's training step against plain NumPy and PyTorch on the same data; print a table."""
-    from gpunet.bench import run_bench
+    """Time gpunet's training step against plain NumPy and PyTorch on the same data (with --whole-run: complete
+    training runs of a config's recipe against PyTorch); print a table."""
+    from gpunet.bench import run_bench, run_whole
 
-    run_bench(device.value, batch_sizes, epochs, limit, contenders, memory, cuda_graph, json_out)
+    if whole_run:
+        run_whole(device.value, config, epochs, limit, contenders, repeats, json_out)
+    else:
+        run_bench(device.value, batch_sizes, epochs or 5, limit or 0, contenders, memory, cuda_graph, json_out)
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Find, download and verify the datasets (mnist, fashion-mnist).")
@@ -318,7 +330,7 @@ def data_list(data_dir: Optional[Path] = typer.Option(None, help="A folder to se
 def data_fetch(
     name: DatasetName = typer.Argument(..., help="The dataset to download."),
     force: bool = typer.Option(False, "--force", help="Download every file again, replacing the cached copy."),
-    timeout: float = typer.Option(30.0, help="Seconds to wait to connect and for each read before the next mirror."),
+    timeout: float = typer.Option(30.0, min=0.1, help="Seconds to wait to connect and for each read before the next mirror."),
 ) -> None:
     """Download a dataset into the cache (~/.cache/gpunet/NAME), each file checked by its SHA-256."""
     from gpunet.data import get_dataset

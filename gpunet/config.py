@@ -83,6 +83,8 @@ def load_config(path: Path | None = None, overrides: dict[str, Any] | None = Non
             raw = tomllib.load(f)
     except FileNotFoundError:
         raise GpunetError(f"{path}: config file not found") from None
+    except UnicodeDecodeError:
+        raise GpunetError(f"{path}: not a text file (TOML must be UTF-8)") from None
     except tomllib.TOMLDecodeError as e:
         raise GpunetError(f"{path}: not valid TOML ({e})") from None
     except OSError as e:

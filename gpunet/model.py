@@ -61,10 +61,6 @@ class Buffers:
                 self.arrays[key] = a
         return a
 
-    @property
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
-
 
 class MLP:
     """784 -> hidden ReLU layers -> 10 softmax. `params` holds W1, b1, ..., WL, bL on the device."""

@@ -86,6 +86,8 @@ def grey_from_json(body: bytes) -> Image.Image:
     """JSON `[...]` or `{"pixels": [...]}`: 28x28 or 784 grey values in [0, 1] -> a float ("F") image."""
     try:
         data = json.loads(body)
+    except RecursionError:
+        raise BadRequest(400, "body is JSON nested too deeply") from None
     except ValueError as e:
         raise BadRequest(400, f"body is not valid JSON ({e})") from None
     if isinstance(data, dict):
@@ -94,7 +96,7 @@ def grey_from_json(body: bytes) -> Image.Image:
         data = data["pixels"]
     try:
         grey = np.asarray(data, dtype=np.float64)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError):
         raise BadRequest(422, "pixels must be numbers in a 28x28 nested list or a flat list of 784") from None
     if grey.shape not in ((SIZE, SIZE), (SIZE * SIZE,)):
         raise BadRequest(422, f"pixels have shape {list(grey.shape)}; send 28x28 or 784 values")

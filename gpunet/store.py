@@ -20,6 +20,7 @@ from gpunet.errors import GpunetError
 from gpunet.model import MLP, sizes_of
 
 MODEL_FORMAT = 1
+PIXELS = 28 * 28
 
 
 UMASK = os.umask(0o022)
@@ -31,7 +32,10 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> 
 
     An interrupted write leaves `path` as it was (absent or the previous complete version)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise GpunetError(f"{path}: cannot write there ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -57,8 +61,10 @@ def save_model(path: Path, net: MLP, meta: dict[str, Any] | None = None) -> None
 
 
 def load_model(path: Path, backend: Backend) -> tuple[MLP, dict[str, Any]]:
-    """Load a model file (or a run directory's model.npz) onto `backend`; a damaged or mismatched file raises
-    GpunetError naming it. The header always has "dataset" and "classes" (filled in for older files). The arrays are host numpy, so a model trained on cuda loads on cpu and back."""
+    """Load a model file (or a run directory's model.npz) onto `backend`.
+
+    A damaged or mismatched file raises GpunetError naming it. The returned header always has "dataset" and
+    "classes". The arrays are host numpy, so a model trained on cuda loads on cpu and back."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.npz"
@@ -72,6 +78,9 @@ def load_model(path: Path, backend: Backend) -> tuple[MLP, dict[str, Any]]:
     header.setdefault("dataset", "mnist")
     if "classes" not in header:
         header["classes"] = class_names(header["dataset"])
+    if sizes[0] != PIXELS or sizes[-1] != len(header["classes"]):
+        raise GpunetError(f"{path}: the model maps {sizes[0]} inputs to {sizes[-1]} classes; a gpunet model maps "
+                          f"{PIXELS} pixels to the {len(header['classes'])} classes of {header['dataset']}")
     return MLP.from_state_dict(backend, arrays), header
 
 

@@ -7,9 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from gpunet.backend import get_backend
-from gpunet.bench import Gpunet, Plain, gemm_flops, load_data, parse_batch_sizes
+from gpunet.bench import Gpunet, Plain, Torch, gemm_flops, load_data, parse_batch_sizes
 from gpunet.cli import app
 from gpunet.model import MLP
+from gpunet.optim import learning_rate, make_optimizer
+from gpunet.step import TrainStep
 
 runner = CliRunner()
 
@@ -76,3 +78,57 @@ def test_contenders_train_the_same_net(tmp_path):
             assert g.epoch(e) == pytest.approx(p.epoch(e), rel=1e-10)
         for k in init:
             np.testing.assert_allclose(g.net.params[k], p.p[k], rtol=1e-10, atol=1e-12)
+
+
+def test_whole_run_writes_its_table_and_json(tmp_path):
+    """`--whole-run` trains the recipe end to end through gpunet.train.train; checks structure, not speed."""
+    out = tmp_path / "whole.json"
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--whole-run", "--epochs", "1", "--limit", "256",
+                                 "--repeats", "2", "--contenders", "gpunet", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    for text in ("machine", "whole training run", "wall s", "test accuracy", "included:"):
+        assert text in result.output
+    report = json.loads(out.read_text())
+    assert report["mode"] == "whole-run" and report["repeats"] == 2 and report["device"] == "cpu"
+    assert report["config_path"] == "configs/default.toml"
+    assert report["config"]["epochs"] == 1 and report["config"]["limit"] == 256 and report["config"]["lr"] == 0.2
+    assert report["train_samples"] == 256 and report["test_samples"] == 10000
+    [row] = report["results"]
+    assert row["contender"] == "gpunet" and row["ratio_to_pytorch"] is None
+    assert len(row["run_seconds"]) == 2 and row["wall_seconds"] > 0 and 0 < row["epoch_seconds"]
+    # The same recipe and seed: every run reaches the same accuracy, the one `gpunet train` reports.
+    assert len(set(row["test_accuracies"])) == 1 and 0.1 < row["test_accuracy"] <= 1
+
+
+def test_whole_run_with_pytorch():
+    pytest.importorskip("torch")
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--whole-run", "--epochs", "1", "--limit", "256",
+                                 "--repeats", "1"])
+    assert result.exit_code == 0, result.output
+    assert "gpunet" in result.output and "pytorch" in result.output and "1.00x" in result.output
+
+
+def test_whole_run_rejects_numpy_only():
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--whole-run", "--contenders", "numpy"])
+    assert result.exit_code == 2 and "--whole-run times gpunet and pytorch" in result.output
+
+
+def test_torch_follows_gpunets_recipe():
+    """PyTorch's side of --whole-run: with the same batches, momentum and per-step learning rates on a
+    784-16-8-10 net, it ends with gpunet's weights (float64)."""
+    pytest.importorskip("torch")
+    be = get_backend("cpu", "float64")
+    data = load_data(be, 200)
+    net = MLP(be, (784, 16, 8, 10), seed=1)
+    init = net.state_dict()
+    lrs = [learning_rate(0.2, "cosine", s, 3) for s in range(3)]
+    step = TrainStep(net, make_optimizer("momentum", be, net.params, 0.8), data.X, data.Y, data.y)
+    for lr in lrs:
+        step(None, lr)
+    torch_net = Torch(be, data, data.m, init, optimizer="momentum", momentum=0.8)
+    for lr in lrs:  # the full batch: no shuffle, one step per epoch
+        torch_net.epoch(0, [lr])
+    layers = [m for m in torch_net.model if hasattr(m, "weight")]
+    for l, layer in enumerate(layers, start=1):
+        np.testing.assert_allclose(layer.weight.detach().numpy().T, net.params[f"W{l}"], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(layer.bias.detach().numpy(), net.params[f"b{l}"], rtol=1e-9, atol=1e-12)

@@ -2,12 +2,17 @@
 
 import json
 import sys
+import types
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 import gpunet
+from gpunet import train as train_module
+from gpunet.backend import get_backend
 from gpunet.cli import app
+from gpunet.store import load_checkpoint, load_model
 
 runner = CliRunner()
 
@@ -51,6 +56,14 @@ def test_cuda_without_cupy_is_one_clean_line(monkeypatch, tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+def test_cuda_without_a_usable_gpu_is_one_clean_line(monkeypatch, tmp_path):
+    cupy = types.ModuleType("cupy")  # CuPy installed, but no device or driver
+    cupy.is_available = lambda: False
+    monkeypatch.setitem(sys.modules, "cupy", cupy)
+    result = run("train", "--device", "cuda", "--epochs", "1", "--out", str(tmp_path / "r"))
+    assert_clean_error(result, "no usable CUDA GPU", "--device cpu")
+
+
 def test_auto_falls_back_to_cpu_and_says_so(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "cupy", None)
     result = run("train", "--epochs", "1", "--limit", "200", "--out", str(tmp_path / "r"))
@@ -90,6 +103,12 @@ def test_bad_options_exit_2(tmp_path, args, fragment):
     assert_clean_error(run("train", "--device", "cpu", *args, "--out", str(tmp_path / "r")), fragment)
 
 
+def test_config_that_is_not_text(tmp_path):
+    path = tmp_path / "binary.toml"
+    path.write_bytes(b"\xff\xfe lr = 1\n")
+    assert_clean_error(run("train", "--config", str(path)), str(path), "not a text file")
+
+
 def test_missing_config_file(tmp_path):
     assert_clean_error(run("train", "--config", str(tmp_path / "nope.toml")), "config file not found")
 
@@ -102,12 +121,27 @@ def test_diverging_run_stops_with_a_hint(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["status"] == "diverged"
 
 
+def test_divergence_keeps_the_last_good_model_and_checkpoint(tmp_path, monkeypatch):
+    """Epoch 1 trains normally; from epoch 2 on the learning rate explodes (4 steps per epoch)."""
+    monkeypatch.setattr(train_module, "learning_rate", lambda base, schedule, step, total: base if step < 4 else 1e30)
+    out = tmp_path / "r"
+    result = run("train", "--device", "cpu", "--limit", "500", "--epochs", "3", "--checkpoint-every", "1",
+                 "--out", str(out))
+    assert_clean_error(result, "at epoch 2", "the last good model.npz is kept")
+    net, header = load_model(out / "model.npz", get_backend("cpu"))
+    assert header["epochs"] == 1 and all(np.isfinite(v).all() for v in net.state_dict().values())
+    assert load_checkpoint(out / "checkpoint.npz").meta["epoch"] == 1
+    assert json.loads((out / "metrics.json").read_text())["status"] == "diverged"
+
+
 def test_version_and_info():
     assert run("--version").stdout.strip() == f"gpunet {gpunet.__version__}"
     result = run("info")
     assert result.exit_code == 0 and "numpy" in result.stdout and "cupy" in result.stdout
 
 
-def test_train_is_a_subcommand():
+def test_train_is_a_subcommand_with_its_own_help():
     result = run("--help")
     assert result.exit_code == 0 and "train" in result.stdout and "info" in result.stdout
+    result = run("train", "--help")
+    assert result.exit_code == 0 and "--epochs" in result.stdout and "--device" in result.stdout

@@ -170,6 +170,15 @@ def test_model_with_wrong_shapes_is_refused(tmp_path):
         load_model(tmp_path / "header.npz", get_backend("cpu"))
 
 
+@pytest.mark.parametrize("sizes, fragment", [((100, 16, 10), "maps 100 inputs to 10 classes"),
+                                             ((784, 16, 12), "maps 784 inputs to 12 classes")])
+def test_model_that_does_not_fit_the_data_is_refused(tmp_path, sizes, fragment):
+    net = MLP(get_backend("cpu"), sizes)
+    save_model(tmp_path / "odd.npz", net, {"dataset": "mnist"})
+    with pytest.raises(GpunetError, match=f"odd.npz: the model {fragment}; a gpunet model maps 784 pixels to the 10"):
+        load_model(tmp_path / "odd.npz", get_backend("cpu"))
+
+
 def test_damaged_or_foreign_files_get_one_clean_line(tmp_path, run):
     damaged = tmp_path / "damaged.npz"
     data = (run / "model.npz").read_bytes()

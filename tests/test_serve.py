@@ -139,8 +139,10 @@ def post_json_text(client, text: str):
     (lambda c: c.post("/api/predict", json=[-0.1] + [0.0] * 783), 422, "[0, 1]"),
     (lambda c: post_json_text(c, json.dumps([math.nan] + [0.0] * 783)), 422, "[0, 1]"),
     (lambda c: c.post("/api/predict", json=[0.0] * 784), 422, "no digit"),
+    (lambda c: post_json_text(c, "[1" + "0" * 400 + "]"), 422, "nested list"),
+    (lambda c: post_json_text(c, "[" * 100_000 + "]" * 100_000), 400, "nested too deeply"),
 ], ids=["not-an-image", "blank-image", "empty", "over-1MB", "bad-json", "no-pixels", "27x28", "785",
-        "ragged", "strings", "above-1", "below-0", "nan", "blank-array"])
+        "ragged", "strings", "above-1", "below-0", "nan", "blank-array", "huge-integer", "deep-nesting"])
 def test_bad_requests_get_4xx_json_and_serving_goes_on(client, test_digits, send, status, says):
     r = send(client)
     assert r.status_code == status
