@@ -112,7 +112,7 @@ class Plain:
 
     def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool):
         self.backend, self.data, self.B = backend, data, B
-        self.p = {k: backend.asarray(v) for k, v in init.items()}
+        self.p = {k: backend.asarray(np.array(v)) for k, v in init.items()}  # a copy: `init` is shared
         self.v = {k: backend.xp.zeros_like(v) for k, v in self.p.items()}
         self.mu = 0.0 if B == data.m else MOMENTUM
 

@@ -72,12 +72,14 @@ def test_contenders_train_the_same_net(tmp_path):
     be = get_backend("cpu", "float64")
     data = load_data(be, 300)
     init = MLP(be, seed=0).state_dict()
+    start = {k: v.copy() for k, v in init.items()}
     for B in (64, data.m):
         g, p = Gpunet(be, data, B, init, False), Plain(be, data, B, init, False)
         for e in (1, 2):
             assert g.epoch(e) == pytest.approx(p.epoch(e), rel=1e-10)
         for k in init:
             np.testing.assert_allclose(g.net.params[k], p.p[k], rtol=1e-10, atol=1e-12)
+            assert np.array_equal(init[k], start[k])  # every contender starts from the same, untouched weights
 
 
 def test_whole_run_writes_its_table_and_json(tmp_path):
