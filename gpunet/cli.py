@@ -48,13 +48,15 @@ def fail(message: str) -> None:
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn GpunetError into one line on stderr and exit code 2."""
+    """Turn GpunetError (and running out of memory) into one line on stderr and exit code 2."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except GpunetError as e:
             fail(str(e))
+        except MemoryError:
+            fail("out of memory; try a smaller --hidden, --batch-size or --limit, or --dtype float32")
     return wrapper
 
 

@@ -109,6 +109,11 @@ def test_config_that_is_not_text(tmp_path):
     assert_clean_error(run("train", "--config", str(path)), str(path), "not a text file")
 
 
+def test_out_of_memory_is_one_clean_line(tmp_path):
+    assert_clean_error(run("train", "--device", "cpu", "--hidden", "10000000000", "--out", str(tmp_path / "r")),
+                       "out of memory")
+
+
 def test_missing_config_file(tmp_path):
     assert_clean_error(run("train", "--config", str(tmp_path / "nope.toml")), "config file not found")
 
