@@ -203,6 +203,8 @@ def search_path(ds: Dataset, data_dir: Path | None = None) -> list[tuple[str, Pa
     places = []
     if data_dir is not None:
         d = Path(data_dir).expanduser()
+        if not d.is_dir():
+            raise GpunetError(f"--data-dir {d}: no such folder; give the folder that holds the {ds.name} files")
         places.append(("--data-dir", d / ds.name if (d / ds.name).is_dir() else d))
     if os.environ.get("GPUNET_DATA"):
         places.append(("$GPUNET_DATA", Path(os.environ["GPUNET_DATA"]).expanduser() / ds.name))

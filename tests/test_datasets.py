@@ -219,8 +219,11 @@ def test_data_dir_comes_first_and_is_reported_when_empty(tmp_path, monkeypatch, 
     assert locate(ds, tmp_path / "mine")[0].where == "--data-dir"
     place(cache_dir("tiny"), tiny)
     warnings = []
+    (tmp_path / "empty").mkdir()
     found, _ = locate(ds, tmp_path / "empty", warnings.append)
     assert found.where == "cache" and "--data-dir" in warnings[0] and str(tmp_path / "empty") in warnings[0]
+    with pytest.raises(GpunetError, match=r"--data-dir .*typo: no such folder"):
+        locate(ds, tmp_path / "typo")
 
 
 def test_fetch_force_replaces_a_bad_cached_copy(monkeypatch, tiny, server):
