@@ -1,3 +1,5 @@
 """gpunet: a 784-h-10 network for MNIST with hand-derived gradients, on NumPy or CuPy."""
 
-__version__ = "0.1.0"
+from gpunet.version import __version__
+
+__all__ = ["__version__"]

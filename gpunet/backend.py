@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable
 
@@ -22,11 +21,19 @@ DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float64")
 
 
-@dataclass(frozen=True)
 class Backend:
-    name: str  # "cpu" or "cuda"
-    xp: ModuleType  # numpy or cupy
-    dtype: np.dtype = field(default=np.dtype(np.float32))
+    """What the equations and commands ask of a device; `CpuBackend` and `CudaBackend` answer it.
+
+    `name` ("cpu" or "cuda"), `xp` (numpy or cupy) and `dtype` (the float type of parameters and data)."""
+
+    name: str
+    can_capture = False  # whether `capture` records CUDA graphs
+
+    def __init__(self, xp: ModuleType, dtype: Any = np.float32):
+        self.xp, self.dtype = xp, np.dtype(dtype)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.dtype})"
 
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """Host array -> device array (of the backend's float dtype unless `dtype` says otherwise)."""
@@ -34,12 +41,10 @@ class Backend:
 
     def to_numpy(self, a: Any) -> np.ndarray:
         """Device array -> host numpy array (a sync point on the GPU)."""
-        return a.get() if self.name == "cuda" else np.asarray(a)
+        raise NotImplementedError
 
     def synchronize(self) -> None:
         """Wait for queued device work; call before reading a clock."""
-        if self.name == "cuda":
-            self.xp.cuda.get_current_stream().synchronize()
 
     def rng(self, seed: int | tuple[int, ...]) -> Any:
         """A seeded random generator that draws on the device (used for shuffling)."""
@@ -51,21 +56,60 @@ class Backend:
 
     def take_rows(self, a: Any, idx: Any, out: Any) -> Any:
         """out[i] = a[idx[i]]: gather a batch into a preallocated array (idx must be in range)."""
-        if self.name == "cuda":
-            return self.xp.take(a, idx, axis=0, out=out)
+        return self.xp.take(a, idx, axis=0, out=out)
+
+    def capture(self, fn: Callable[[], None]) -> Callable[[], None]:
+        """Record the device work of `fn()` as a replayable graph (only where `can_capture`)."""
+        raise NotImplementedError(f"{self.name} cannot record graphs")
+
+    def describe(self) -> str:
+        """One line naming the device, e.g. for the start of a run."""
+        raise NotImplementedError
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the array libraries this backend runs on."""
+        return {"numpy": np.__version__}
+
+
+class CpuBackend(Backend):
+    """NumPy on the host."""
+
+    name = "cpu"
+
+    def __init__(self, dtype: Any = np.float32):
+        super().__init__(np, dtype)
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return np.asarray(a)
+
+    def take_rows(self, a: Any, idx: Any, out: Any) -> Any:
         # NumPy buffers `out` in its default mode="raise"; with in-range indices "wrap" is the same, unbuffered.
         return np.take(a, idx, axis=0, out=out, mode="wrap")
 
+    def describe(self) -> str:
+        return f"cpu (NumPy {np.__version__}, {self.dtype})"
+
+
+class CudaBackend(Backend):
+    """CuPy on the current CUDA device."""
+
+    name = "cuda"
+    can_capture = True
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        return a.get()
+
+    def synchronize(self) -> None:
+        self.xp.cuda.get_current_stream().synchronize()
+
     def capture(self, fn: Callable[[], None]) -> Callable[[], None]:
-        """Record the device work of `fn()` as a CUDA graph; return a function that replays it (cuda only).
+        """Record the device work of `fn()` as a CUDA graph; return a function that replays it.
 
         A replay relaunches the recorded kernels on the same memory with the same scalar arguments, so `fn` must
         only touch arrays that stay alive at fixed addresses (read new inputs from them) and read nothing back to
         the host. Memory that CuPy allocates during the capture (scratch space of a reduction, say) is kept for
         the graph's lifetime, so the pool never hands it to another array that a replay would then overwrite.
         Capture happens on a side stream; replays run on the current stream."""
-        if self.name != "cuda":
-            raise ValueError("CUDA graphs need the cuda backend")
         cuda = self.xp.cuda
         pool = self.xp.get_default_memory_pool()
         kept: list[Any] = []
@@ -91,11 +135,11 @@ class Backend:
         return replay
 
     def describe(self) -> str:
-        """One line naming the device, e.g. for the start of a run."""
-        if self.name == "cpu":
-            return f"cpu (NumPy {np.__version__}, {self.dtype})"
         info = gpu_info(self.xp)
         return f"cuda ({info['name']}, CuPy {self.xp.__version__}, {self.dtype})"
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), "cupy": self.xp.__version__}
 
 
 def get_backend(device: str = "auto", dtype: str = "float32") -> Backend:
@@ -104,18 +148,18 @@ def get_backend(device: str = "auto", dtype: str = "float32") -> Backend:
         raise GpunetError(f"unknown device {device!r}: use one of {', '.join(DEVICES)}")
     if dtype not in DTYPES:
         raise GpunetError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    dt = np.dtype(dtype)
     if device == "cpu":
-        return Backend("cpu", np, dt)
-    if device == "auto":
-        try:
-            return Backend("cuda", _import_cupy(), dt)
-        except GpunetError:
-            return Backend("cpu", np, dt)
-    return Backend("cuda", _import_cupy(), dt)
+        return CpuBackend(dtype)
+    try:
+        return CudaBackend(import_cupy(), dtype)
+    except GpunetError:
+        if device == "auto":
+            return CpuBackend(dtype)
+        raise
 
 
-def _import_cupy() -> ModuleType:
+def import_cupy() -> ModuleType:
+    """CuPy, once it has imported and found a usable GPU; GpunetError saying what is missing otherwise."""
     try:
         import cupy
     except ImportError as e:
@@ -134,6 +178,18 @@ def _import_cupy() -> ModuleType:
             "check `nvidia-smi`, or run with --device cpu"
         )
     return cupy
+
+
+def cuda_status() -> str:
+    """One line on CuPy and the GPU, for `gpunet info`: versions and memory, or what is missing."""
+    try:
+        cupy = import_cupy()
+        g = gpu_info(cupy)
+    except Exception as e:  # GpunetError, or a driver error while reading the device's properties
+        return f"cupy/cuda not usable: {e}"
+    return (f"cupy {cupy.__version__}\ngpu {g['name']}, {g['memory_gib']} GiB ({g['free_gib']} free), compute "
+            f"capability {g['compute_capability']}, CUDA runtime {g['cuda_runtime']}, driver supports CUDA "
+            f"{g['cuda_driver']}")
 
 
 def driver_cuda_major() -> int | None:

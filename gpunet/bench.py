@@ -41,7 +41,7 @@ from rich.table import Table
 
 from gpunet.backend import Backend, get_backend, gpu_info
 from gpunet.config import Config, load_config
-from gpunet.data import NUM_CLASSES, Split
+from gpunet.datasets import NUM_CLASSES, Split
 from gpunet.errors import GpunetError
 from gpunet.model import MLP
 from gpunet.optim import learning_rate, make_optimizer
@@ -72,8 +72,7 @@ def parse_contenders(text: str) -> list[str]:
 
 
 def load_data(backend: Backend, limit: int) -> Any:
-    from gpunet.data import load_mnist
-    from gpunet.train import DeviceData
+    from gpunet.data import DeviceData, load_mnist
 
     return DeviceData(backend, load_mnist()[0], limit)
 
@@ -483,7 +482,7 @@ def torch_run(cfg: Config, backend: Backend, train_split: Split, test_split: Spl
     the per-step learning rate of `gpunet.optim.learning_rate`, the batch size, a fresh shuffle each epoch
     (torch.randperm, seeded from the config's seed and the epoch), train sums on the device and a test-set evaluation
     each epoch, read once per epoch."""
-    from gpunet.train import DeviceData
+    from gpunet.data import DeviceData
 
     tr, te = DeviceData(backend, train_split, cfg.limit), DeviceData(backend, test_split)
     init = MLP(backend, (tr.X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed).state_dict()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import platform
 import sys
+import typing
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -13,32 +15,23 @@ import numpy as np
 import typer
 from rich.console import Console
 
-import gpunet
-from gpunet.data import DATASETS
+from gpunet.backend import DEVICES
+from gpunet.config import KEYS, parse_value
+from gpunet.datasets import DATASETS
 from gpunet.errors import GpunetError
+from gpunet.version import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Train a hand-derived 784-128-10 MNIST network on NumPy (CPU) or CuPy (GPU).")
 
 
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
+def choice(name: str, values: Any) -> type[Enum]:
+    """A str Enum of `values`, which typer shows and checks as a choice."""
+    return Enum(name, {v: v for v in values}, type=str)  # type: ignore[return-value]
 
 
-class Optim(str, Enum):
-    gd = "gd"
-    momentum = "momentum"
-    adam = "adam"
-
-
-class DType(str, Enum):
-    float32 = "float32"
-    float64 = "float64"
-
-
-DatasetName = Enum("DatasetName", {name: name for name in DATASETS}, type=str)  # the registry in gpunet/data.py
+Device = choice("Device", DEVICES)  # the constants in gpunet/backend.py
+DatasetName = choice("DatasetName", DATASETS)  # the registry in gpunet/datasets.py
 
 
 def fail(message: str) -> None:
@@ -62,7 +55,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"gpunet {gpunet.__version__}")
+        typer.echo(f"gpunet {__version__}")
         raise typer.Exit()
 
 
@@ -72,39 +65,42 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """gpunet: one copy of hand-derived training equations, run on the CPU or a CUDA GPU."""
 
 
-def parse_hidden(text: str) -> list[int]:
-    """'128' or '256,128' -> [128] or [256, 128]."""
-    try:
-        widths = [int(w) for w in text.split(",")]
-    except ValueError:
-        raise GpunetError(f"--hidden {text!r}: give widths as integers, e.g. 128 or 256,128") from None
-    return widths
+def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Give command `fn` one option per config key (gpunet/config.py); `fn` gets them as `overrides`, a dict of
+    key -> value, None where the option was not given."""
+    hints = typing.get_type_hints(fn)
+    params = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values()
+              if p.name != "overrides"]
+    for name, key in KEYS.items():
+        kind = choice(f"{name}_choice", key.choices) if key.choices else key.cli_type
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
+                                        default=typer.Option(None, help=key.help)))
 
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        overrides = {}
+        for name, key in KEYS.items():
+            value = kwargs.pop(name)
+            if isinstance(value, Enum):
+                value = value.value
+            elif isinstance(value, str):
+                value = parse_value(name, value)
+            overrides[name] = value
+        return fn(*args, overrides=overrides, **kwargs)
 
-def parse_batch_size(text: str) -> int | str:
-    if text == "full":
-        return text
-    try:
-        return int(text)
-    except ValueError:
-        raise GpunetError(f"--batch-size {text!r}: give a positive integer or 'full'") from None
+    wrapper.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params}
+    return wrapper
 
 
 @app.command()
 @user_errors
+@config_options
 def train(
+    overrides: dict[str, Any],
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config (default: configs/default.toml)."),
-    device: Device = typer.Option(Device.auto, help="cpu, cuda, or auto (cuda when usable, else cpu)."),
-    epochs: Optional[int] = typer.Option(None, help="Number of passes over the training set."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate alpha."),
-    batch_size: Optional[str] = typer.Option(None, help="Samples per step, or 'full' for full-batch descent."),
-    hidden: Optional[str] = typer.Option(None, help="Hidden widths: 128, or 256,128 for two layers."),
-    optimizer: Optional[Optim] = typer.Option(None, help="gd (the seed's rule), momentum, or adam."),
-    seed: Optional[int] = typer.Option(None, help="Seed for the initial weights and the shuffles."),
-    dtype: Optional[DType] = typer.Option(None, help="Float type of the arrays."),
-    limit: Optional[int] = typer.Option(None, help="Train on the first N samples only (0 = all)."),
+    device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto (cuda when usable, else cpu)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<UTC timestamp>)."),
-    checkpoint_every: Optional[int] = typer.Option(None, help="Write checkpoint.npz every N epochs (0 = at the end)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this directory from its checkpoint "
                                           "(its config is kept; only --epochs may be raised)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the run's PNG plots at the end."),
@@ -114,85 +110,48 @@ def train(
     """Train on MNIST (or --dataset fashion-mnist) and save metrics.json, model.npz and checkpoint.npz in a run
     directory. A dataset not found on this machine is downloaded first (see `gpunet data`)."""
     from gpunet.backend import get_backend
-    from gpunet.config import load_config
-    from gpunet.data import class_names, load_dataset
-    from gpunet.train import default_run_dir, prepare_run_dir, resume_config, train as run_training
+    from gpunet.data import load_dataset
+    from gpunet.train import plan_run, run_plan
 
-    overrides = {
-        "epochs": epochs, "lr": lr, "seed": seed, "limit": limit,
-        "batch_size": None if batch_size is None else parse_batch_size(batch_size),
-        "hidden": None if hidden is None else parse_hidden(hidden),
-        "optimizer": None if optimizer is None else optimizer.value,
-        "dtype": None if dtype is None else dtype.value,
-        "checkpoint_every": checkpoint_every,
-    }
     console = Console(stderr=True)
-    checkpoint = None
-    if resume is None:
-        cfg = load_config(config, overrides)
-    elif config is not None or out is not None:
-        raise GpunetError("--resume continues a run with its own config and directory; drop --config and --out")
-    else:
-        cfg, checkpoint = resume_config(resume, overrides)
-        if cfg.epochs != checkpoint.meta["config"]["epochs"] and cfg.schedule != "constant":
-            console.print(f"note: the {cfg.schedule} schedule now spans {cfg.epochs} epochs, so this run will not "
-                          f"match a fresh {cfg.epochs}-epoch run")
-    backend = get_backend(device.value, cfg.dtype)
-    if device is Device.auto:
+    plan = plan_run(config, overrides, out, resume, dataset.value if dataset is not None else None)
+    for note in plan.notes:
+        console.print(note)
+    backend = get_backend(device.value, plan.cfg.dtype)
+    if device.value == "auto":
         console.print(f"--device auto chose {backend.name}")
-    name = dataset.value if dataset is not None else checkpoint.meta["dataset"] if checkpoint else "mnist"
-    train_split, test_split = load_dataset(name, data_dir, console)
-    run_dir = resume if resume is not None else prepare_run_dir(out or default_run_dir())
-    metrics = run_training(cfg, backend, train_split, test_split, run_dir, console, dataset=name,
-                           classes=class_names(name), resume=checkpoint)
+    train_split, test_split = load_dataset(plan.dataset, data_dir, console)
+    metrics = run_plan(plan, backend, train_split, test_split, console)
     if metrics["status"] == "interrupted":
         typer.echo(f"interrupted after epoch {metrics['epoch']} step {metrics['step']}; checkpoint saved; "
-                   f"resume with: gpunet train --resume {run_dir}", err=True)
+                   f"resume with: gpunet train --resume {plan.run_dir}", err=True)
         raise typer.Exit(130)
-    typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after {cfg.epochs} epochs, "
+    typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after {plan.cfg.epochs} epochs, "
                f"{metrics['train_seconds']:.1f} s training ({metrics['wall_seconds']:.1f} s wall) on {backend.name}; "
-               f"saved {run_dir}/")
+               f"saved {plan.run_dir}/")
     if plots:
         from gpunet.plots import plot_run
 
-        paths = plot_run(run_dir, test_split)
+        paths = plot_run(plan.run_dir, test_split)
         typer.echo(f"plots: {', '.join(p.name for p in paths)}")
 
 
 @app.command()
 def info() -> None:
     """Versions, and whether CuPy and a CUDA GPU are usable."""
-    from gpunet.backend import gpu_info, install_hint
+    from gpunet.backend import cuda_status
 
-    typer.echo(f"gpunet {gpunet.__version__}")
+    typer.echo(f"gpunet {__version__}")
     typer.echo(f"python {platform.python_version()} ({sys.executable})")
     typer.echo(f"numpy {np.__version__}")
-    try:
-        import cupy
-    except ImportError:
-        typer.echo(f"cupy not installed (for a GPU: {install_hint()})")
-        return
-    except Exception as e:
-        typer.echo(f"cupy failed to import: {e}")
-        return
-    typer.echo(f"cupy {cupy.__version__}")
-    try:
-        if not cupy.is_available():
-            typer.echo("gpu none usable (no CUDA device or driver)")
-            return
-        g = gpu_info(cupy)
-    except Exception as e:
-        typer.echo(f"gpu none usable ({e})")
-        return
-    typer.echo(f"gpu {g['name']}, {g['memory_gib']} GiB ({g['free_gib']} free), compute capability "
-               f"{g['compute_capability']}, CUDA runtime {g['cuda_runtime']}, driver supports CUDA {g['cuda_driver']}")
+    typer.echo(cuda_status())
 
 
 @app.command()
 @user_errors
 def evaluate(
     model: Path = typer.Argument(..., help="A model.npz or a run directory."),
-    device: Device = typer.Option(Device.auto, help="cpu, cuda, or auto."),
+    device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto."),
     dataset: Optional[DatasetName] = typer.Option(None, help="Test set (default: the one the model was trained on)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
@@ -200,10 +159,10 @@ def evaluate(
     import json
 
     from gpunet.backend import get_backend
-    from gpunet.data import class_names, load_dataset
+    from gpunet.data import DeviceData, load_dataset
+    from gpunet.datasets import class_names
     from gpunet.evaluate import evaluate_model
     from gpunet.store import load_model
-    from gpunet.train import DeviceData
 
     backend = get_backend(device.value)
     net, header = load_model(model, backend)
@@ -219,7 +178,7 @@ def predict(
     model: Path = typer.Argument(..., help="A model.npz or a run directory."),
     images: list[Path] = typer.Argument(..., help="PNG or JPEG files, each showing one digit."),
     show: Optional[Path] = typer.Option(None, help="Save a PNG of each 28x28 input beside its probabilities."),
-    device: Device = typer.Option(Device.cpu, help="cpu, cuda, or auto."),
+    device: Device = typer.Option(Device("cpu"), help="cpu, cuda, or auto."),
     json_out: bool = typer.Option(False, "--json", help="Print path, top class and all probabilities as JSON."),
 ) -> None:
     """Top-3 classes of each image, after MNIST-style preprocessing (exit 2 if any file could not be read)."""
@@ -269,7 +228,7 @@ def serve(
                                            "(default: the newest run under runs/)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 opens it to your network)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 picks a free one)."),
-    device: Device = typer.Option(Device.cpu, help="cpu, cuda or auto; cpu is plenty for one drawing at a time."),
+    device: Device = typer.Option(Device("cpu"), help="cpu, cuda or auto; cpu is plenty for one drawing at a time."),
 ) -> None:
     """Serve a page to draw a digit on, with live predictions, and a JSON API (needs the serve extra)."""
     try:
@@ -286,7 +245,7 @@ def serve(
 @app.command()
 @user_errors
 def bench(
-    device: Device = typer.Option(Device.cpu, help="cpu, cuda, or auto."),
+    device: Device = typer.Option(Device("cpu"), help="cpu, cuda, or auto."),
     batch_sizes: str = typer.Option("128,1024,full", help="Comma-separated batch sizes; 'full' is full-batch GD."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Timed epochs per contender (default 5, after one "
                                          "warm-up epoch); with --whole-run, the recipe's epochs (default: the "
@@ -321,7 +280,7 @@ app.add_typer(data_app, name="data")
 @user_errors
 def data_list(data_dir: Optional[Path] = typer.Option(None, help="A folder to search first.")) -> None:
     """Each dataset: where a verified copy was found, or that it is missing."""
-    from gpunet.data import list_lines
+    from gpunet.locate import list_lines
 
     for line in list_lines(data_dir):
         typer.echo(line)
@@ -335,7 +294,7 @@ def data_fetch(
     timeout: float = typer.Option(30.0, min=0.1, help="Seconds to wait to connect and for each read before the next mirror."),
 ) -> None:
     """Download a dataset into the cache (~/.cache/gpunet/NAME), each file checked by its SHA-256."""
-    from gpunet.data import get_dataset
+    from gpunet.datasets import get_dataset
     from gpunet.fetch import fetch
 
     folder = fetch(get_dataset(name.value), force=force, timeout=timeout)
@@ -349,6 +308,6 @@ def data_verify(
     data_dir: Optional[Path] = typer.Option(None, help="A folder to search first."),
 ) -> None:
     """Check every copy on the search path against the pinned SHA-256 digests (exit 2 if one is damaged)."""
-    from gpunet.data import verify
+    from gpunet.locate import verify
 
     verify([name.value] if name is not None else list(DATASETS), data_dir, typer.echo)

@@ -1,11 +1,15 @@
-"""Training configs: TOML files in configs/, checked key by key before any work starts."""
+"""Training configs: TOML files in configs/, checked key by key before any work starts.
+
+Each key is declared once, as a field of `Config` whose metadata (`Key`) says what is allowed, how to check
+it and what the command line shows for it; `gpunet train` makes its options from these fields.
+"""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from gpunet.backend import DTYPES
 from gpunet.errors import GpunetError
@@ -20,58 +24,100 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
 
 
-@dataclass
-class Config:
-    hidden: list[int]  # widths of the hidden layers, e.g. [128]
-    epochs: int
-    lr: float
-    batch_size: int | str  # a positive int, or "full" for full-batch gradient descent
-    optimizer: str = "gd"
-    momentum: float = 0.9
-    schedule: str = "constant"
-    seed: int = 0
-    dtype: str = "float32"
-    limit: int = 0  # train on the first `limit` samples; 0 = all
-    checkpoint_every: int = 0  # write checkpoint.npz every N epochs; 0 = only at the end (and on Ctrl-C)
+@dataclass(frozen=True)
+class Key:
+    """How one config key is checked and offered on the command line."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    check: Callable[[Any], Any]  # the raw value -> the normalised value, or None when it is not allowed
+    allowed: str  # what is allowed, for error messages
+    help: str  # the command-line option's help
+    cli_type: type = str  # what the option parses: int, float, or str (then `parse` turns the text into a value)
+    parse: Callable[[str], Any] = str  # raises ValueError for text it cannot read
+    choices: tuple[str, ...] = ()  # a fixed set of values (offered as a choice on the command line)
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-# key -> (check, what is allowed). Each check takes the raw value and returns it normalised or None.
-CHECKS: dict[str, tuple[Any, str]] = {
-    "hidden": (lambda v: [v] if _is_int(v) and v >= 1 else
-               (list(v) if isinstance(v, list) and v and all(_is_int(x) and x >= 1 for x in v) else None),
-               "an integer >= 1 or a non-empty list of them, e.g. 128 or [256, 128]"),
-    "epochs": (lambda v: v if _is_int(v) and v >= 1 else None, "an integer >= 1"),
-    "lr": (lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < float("inf")
-           else None, "a number > 0"),
-    "batch_size": (lambda v: v if (_is_int(v) and v >= 1) or v == "full" else None,
-                   'an integer >= 1 or "full"'),
-    "optimizer": (lambda v: v if v in OPTIMIZERS else None, " | ".join(OPTIMIZERS)),
-    "momentum": (lambda v: float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1
-                 else None, "a number in [0, 1)"),
-    "schedule": (lambda v: v if v in SCHEDULES else None, " | ".join(SCHEDULES)),
-    "seed": (lambda v: v if _is_int(v) and v >= 0 else None, "an integer >= 0"),
-    "dtype": (lambda v: v if v in DTYPES else None, " | ".join(DTYPES)),
-    "limit": (lambda v: v if _is_int(v) and v >= 0 else None, "an integer >= 0 (0 = all samples)"),
-    "checkpoint_every": (lambda v: v if _is_int(v) and v >= 0 else None,
-                         "an integer >= 0 (epochs between checkpoints; 0 = only at the end)"),
-}
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _int_at_least(low: int) -> Callable[[Any], Any]:
+    return lambda v: v if _is_int(v) and v >= low else None
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[Any], Any]:
+    return lambda v: v if v in choices else None
+
+
+def _hidden(v: Any) -> list[int] | None:
+    if _is_int(v) and v >= 1:
+        return [v]
+    return list(v) if isinstance(v, list) and v and all(_is_int(x) and x >= 1 for x in v) else None
+
+
+def _parse_widths(text: str) -> list[int]:
+    """'128' or '256,128' -> [128] or [256, 128] (ValueError for anything else)."""
+    return [int(w) for w in text.split(",")]
+
+
+def _parse_batch(text: str) -> int | str:
+    """'full' or an integer (ValueError for anything else)."""
+    return text if text == "full" else int(text)
+
+
+def _key(check: Callable[[Any], Any], allowed: str, help: str, default: Any = MISSING, **cli: Any) -> Any:
+    return field(default=default, metadata={"key": Key(check, allowed, help, **cli)})
+
+
+@dataclass
+class Config:
+    hidden: list[int] = _key(_hidden, "an integer >= 1 or a non-empty list of them, e.g. 128 or [256, 128]",
+                             "Hidden widths: 128, or 256,128 for two layers.", parse=_parse_widths)
+    epochs: int = _key(_int_at_least(1), "an integer >= 1", "Number of passes over the training set.", cli_type=int)
+    lr: float = _key(lambda v: float(v) if _is_number(v) and 0 < v < float("inf") else None, "a number > 0",
+                     "Learning rate alpha.", cli_type=float)
+    batch_size: int | str = _key(lambda v: v if (_is_int(v) and v >= 1) or v == "full" else None,
+                                 'an integer >= 1 or "full"', "Samples per step, or 'full' for full-batch descent.",
+                                 parse=_parse_batch)
+    optimizer: str = _key(_one_of(OPTIMIZERS), " | ".join(OPTIMIZERS), "gd (the seed's rule), momentum, or adam.",
+                          "gd", choices=OPTIMIZERS)
+    momentum: float = _key(lambda v: float(v) if _is_number(v) and 0 <= v < 1 else None, "a number in [0, 1)",
+                           "Momentum coefficient mu (optimizer momentum).", 0.9, cli_type=float)
+    schedule: str = _key(_one_of(SCHEDULES), " | ".join(SCHEDULES), "Learning-rate schedule over the run.",
+                         "constant", choices=SCHEDULES)
+    seed: int = _key(_int_at_least(0), "an integer >= 0", "Seed for the initial weights and the shuffles.", 0,
+                     cli_type=int)
+    dtype: str = _key(_one_of(DTYPES), " | ".join(DTYPES), "Float type of the arrays.", "float32", choices=DTYPES)
+    limit: int = _key(_int_at_least(0), "an integer >= 0 (0 = all samples)",
+                      "Train on the first N samples only (0 = all).", 0, cli_type=int)
+    checkpoint_every: int = _key(_int_at_least(0), "an integer >= 0 (epochs between checkpoints; 0 = only at the end)",
+                                 "Write checkpoint.npz every N epochs (0 = at the end).", 0, cli_type=int)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+KEYS: dict[str, Key] = {f.name: f.metadata["key"] for f in fields(Config)}
+
+
+def parse_value(key: str, text: str) -> Any:
+    """A command-line value of `key` as the config holds it, unchecked; GpunetError when it cannot be read."""
+    try:
+        return KEYS[key].parse(text)
+    except ValueError:
+        raise GpunetError(f"--{key.replace('_', '-')} {text!r}: {key} must be {KEYS[key].allowed}") from None
 
 
 def check_value(source: str, key: str, value: Any) -> Any:
     """The normalised value, or a GpunetError naming the source, the key and what is allowed."""
-    if key not in CHECKS:
-        raise GpunetError(f"{source}: unknown key {key!r}; allowed keys: {', '.join(CHECKS)}")
-    check, allowed = CHECKS[key]
-    normalised = check(value)
+    if key not in KEYS:
+        raise GpunetError(f"{source}: unknown key {key!r}; allowed keys: {', '.join(KEYS)}")
+    normalised = KEYS[key].check(value)
     if normalised is None:
-        raise GpunetError(f"{source}: {key} = {value!r} is not allowed; {key} must be {allowed}")
+        raise GpunetError(f"{source}: {key} = {value!r} is not allowed; {key} must be {KEYS[key].allowed}")
     return normalised
 
 

@@ -1,7 +1,9 @@
-"""Test-set evaluation: loss, accuracy, per-class precision, recall and F1, and the confusion matrix.
+"""Evaluation, written once: loss, accuracy, confusion counts and probabilities of a net on a split.
 
-The forward pass and the confusion counts stay on the device; one host read brings back the loss and
-the counts, and everything else is arithmetic on the small (k, k) matrix.
+`evaluate` runs the forward pass and the counts on the device and reads nothing back; the training loop
+reads its loss and accuracy once per epoch, `evaluate_model` reads the loss and the counts once and turns
+them into per-class precision, recall and F1 on the host (arithmetic on the small (k, k) matrix).
+`probabilities` is the host-in, host-out forward pass of predict, serve and the plots.
 """
 
 from __future__ import annotations
@@ -11,14 +13,39 @@ from typing import Any
 
 import numpy as np
 
+from gpunet.data import DeviceData
 from gpunet.errors import GpunetError
 from gpunet.model import MLP
-from gpunet.train import DeviceData
+
+Array = Any  # numpy.ndarray or cupy.ndarray
 
 
-def confusion_matrix(xp: Any, y: Any, pred: Any, k: int) -> Any:
-    """(k, k) counts, rows the true class, columns the predicted one, with `xp` on the arrays' device."""
-    return xp.bincount(y.astype(xp.int64) * k + pred, minlength=k * k).reshape(k, k)
+@dataclass
+class Scores:
+    """A net's results on one split, as device arrays (nothing read back to the host yet)."""
+
+    loss: Array  # 0-d, mean cross-entropy
+    confusion: Array  # (k, k) int64 counts, rows the true class, columns the predicted one
+    probs: Array | None = None  # (n, k) class probabilities, when asked for
+
+    @property
+    def accuracy(self) -> Array:
+        """0-d: the fraction of samples on the diagonal."""
+        return self.confusion.trace() / self.confusion.sum()
+
+
+def evaluate(net: MLP, data: DeviceData, probabilities: bool = False) -> Scores:
+    """Forward `data` (already on the net's device) through `net`; no sync."""
+    xp = net.backend.xp
+    AL = net.predict_proba(data.X)  # (n, k)
+    k = AL.shape[1]
+    counts = xp.bincount(data.y.astype(xp.int64) * k + AL.argmax(axis=1), minlength=k * k).reshape(k, k)
+    return Scores(net.loss(AL, data.Y), counts, AL if probabilities else None)
+
+
+def probabilities(net: MLP, X: np.ndarray) -> np.ndarray:
+    """Host features (n, d) -> host class probabilities (n, k): one copy in, one read back."""
+    return net.backend.to_numpy(net.predict_proba(net.backend.asarray(X)))
 
 
 @dataclass
@@ -74,14 +101,13 @@ class Evaluation:
 
 
 def evaluate_model(net: MLP, data: DeviceData, dataset: str, classes: list[str]) -> Evaluation:
-    """Evaluate `net` on `data` (already on the net's device) with a single device -> host read."""
+    """The report of `net` on `data` (already on the net's device), with a single device -> host read."""
     xp = net.backend.xp
     if data.X.shape[1] != net.sizes[0] or net.sizes[-1] != len(classes):
         raise GpunetError(f"the model maps {net.sizes[0]} inputs to {net.sizes[-1]} classes, but {dataset} has "
                           f"{data.X.shape[1]} inputs and {len(classes)} classes")
-    AL = net.predict_proba(data.X)  # (n, k)
+    scores = evaluate(net, data)
     k = len(classes)
-    counts = confusion_matrix(xp, data.y, AL.argmax(axis=1), k)  # (k, k)
-    host = net.backend.to_numpy(xp.concatenate([net.loss(AL, data.Y).reshape(1).astype(xp.float64),
-                                                counts.ravel().astype(xp.float64)]))
+    host = net.backend.to_numpy(xp.concatenate([scores.loss.reshape(1).astype(xp.float64),
+                                                scores.confusion.ravel().astype(xp.float64)]))
     return Evaluation(dataset, classes, float(host[0]), host[1:].reshape(k, k).astype(np.int64))

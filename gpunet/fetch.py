@@ -17,10 +17,12 @@ from typing import BinaryIO
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-import gpunet
-from gpunet.data import DataFile, Dataset, cache_dir, file_path, read_idx
+from gpunet.datasets import DataFile, Dataset
 from gpunet.errors import GpunetError
-from gpunet.store import atomic_write
+from gpunet.files import atomic_write
+from gpunet.idx import read_idx
+from gpunet.locate import cache_dir, file_path
+from gpunet.version import __version__
 
 DEFAULT_TIMEOUT = 30.0  # seconds to connect, and to wait for each read
 CHUNK = 1 << 16
@@ -68,7 +70,7 @@ def download(ds: Dataset, f: DataFile, dest: Path, timeout: float, progress: Pro
     for url in ds.urls(f):
         progress.reset(task, total=f.gz_size)
         try:
-            request = urllib.request.Request(url, headers={"User-Agent": f"gpunet/{gpunet.__version__}"})
+            request = urllib.request.Request(url, headers={"User-Agent": f"gpunet/{__version__}"})
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 announced = response.headers.get("Content-Length")
                 if announced is not None and int(announced) != f.gz_size:

@@ -18,10 +18,11 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from gpunet.backend import get_backend
-from gpunet.data import Split, load_dataset, to_features
+from gpunet.data import DeviceData, Split, load_dataset
 from gpunet.errors import GpunetError
-from gpunet.evaluate import confusion_matrix
-from gpunet.store import atomic_write, load_model
+from gpunet.evaluate import evaluate
+from gpunet.files import atomic_write
+from gpunet.store import load_model
 
 DIGIT_CMAP = "gray"  # MNIST style: light ink on black
 
@@ -167,14 +168,15 @@ def plot_run(run_dir: Path, test_split: Split | None = None) -> list[Path]:
         raise GpunetError(f"{run_dir / 'metrics.json'}: not readable ({e})") from None
     if not metrics.get("history"):
         raise GpunetError(f"{run_dir}: the run has no finished epoch to plot")
-    net, header = load_model(run_dir / "model.npz", get_backend("cpu"))
+    cpu = get_backend("cpu")
+    net, header = load_model(run_dir / "model.npz", cpu)
     dataset, classes = header["dataset"], header["classes"]
     split = load_dataset(dataset)[1] if test_split is None else test_split
-    X = to_features(split.images)  # (n, 784)
-    images = X.reshape(split.images.shape)  # (n, 28, 28)
+    data = DeviceData(cpu, split)
+    scores = evaluate(net, data, probabilities=True)
+    images = data.X.reshape(split.images.shape)  # (n, 28, 28) in [0, 1]
     y = split.labels.astype(np.int64)
-    probs = net.predict_proba(X)  # (n, k) numpy, on the cpu backend
-    cm = confusion_matrix(np, y, probs.argmax(axis=1), len(classes))
+    probs, cm = scores.probs, scores.confusion  # (n, k), (k, k): host arrays on the cpu backend
     return [
         curves(metrics["history"], run_dir / "curves.png"),
         confusion(cm, classes, run_dir / "confusion.png"),

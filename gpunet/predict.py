@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from gpunet.errors import GpunetError
+from gpunet.evaluate import probabilities
 from gpunet.model import MLP
 from gpunet.preprocess import read_image, to_mnist
 
@@ -46,7 +47,6 @@ def predict_files(net: MLP, paths: list[Path]) -> list[Result]:
     good = [r for r in results if r.error is None]
     if good:
         X = np.stack([r.image.reshape(-1) for r in good])  # (n, 784)
-        probs = net.backend.to_numpy(net.predict_proba(net.backend.asarray(X)))  # (n, k), one host read
-        for r, p in zip(good, probs):
+        for r, p in zip(good, probabilities(net, X)):  # (n, k)
             r.probs = p.astype(np.float64)
     return results

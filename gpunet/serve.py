@@ -25,6 +25,7 @@ from PIL import Image
 
 from gpunet.backend import Backend
 from gpunet.errors import GpunetError
+from gpunet.evaluate import probabilities
 from gpunet.model import MLP
 from gpunet.preprocess import SIZE, decode_image, to_mnist
 from gpunet.store import load_model
@@ -133,7 +134,7 @@ def create_app(net: MLP, info: dict[str, Any]) -> FastAPI:
             x = to_mnist(image)  # (28, 28) in [0, 1]
         except GpunetError as e:
             raise BadRequest(422 if is_json else 400, str(e)) from None
-        proba = net.backend.to_numpy(net.predict_proba(net.backend.asarray(x.reshape(1, -1))))[0]  # (10,)
+        proba = probabilities(net, x.reshape(1, -1))[0]  # (k,)
         return {"top": int(proba.argmax()), "probabilities": [round(float(p), 6) for p in proba],
                 "image": np.round(x, 3).tolist()}
 

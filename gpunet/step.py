@@ -39,7 +39,7 @@ class TrainStep:
         self.correct = xp.zeros((), dtype=xp.int64)  # correct predictions this epoch
         if graph is None:
             graph = os.environ.get(GRAPH_ENV, "") == "1"
-        self.graph = graph and self.backend.name == "cuda"
+        self.graph = graph and self.backend.can_capture
         self.replays: dict[int | None, Callable[[], None] | None] = {}  # batch size -> graph (None: warming up)
         # The graph's optimizer scalars, in the parameters' dtype as NumPy casts a Python float scalar.
         self.coefs = xp.zeros(len(opt.coefficients(1.0, 1)), dtype=net.params["W1"].dtype)

@@ -1,61 +1,31 @@
-"""Files a run leaves behind, each written atomically: a temporary file in the same folder, then a rename."""
+"""Model and checkpoint files: weights plus a JSON header in an .npz, checked when read."""
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-import gpunet
 from gpunet.backend import Backend
-from gpunet.data import class_names
+from gpunet.datasets import class_names
 from gpunet.errors import GpunetError
+from gpunet.files import atomic_write
 from gpunet.model import MLP, sizes_of
+from gpunet.version import __version__
 
 MODEL_FORMAT = 1
 PIXELS = 28 * 28
 
 
-UMASK = os.umask(0o022)
-os.umask(UMASK)
-
-
-def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
-
-    An interrupted write leaves `path` as it was (absent or the previous complete version)."""
-    path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise GpunetError(f"{path}: cannot write there ({e.strerror or e})") from None
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda f: json.dump(data, f, indent=2), mode="w")
-
-
 def save_model(path: Path, net: MLP, meta: dict[str, Any] | None = None) -> None:
     """Weights plus a JSON header: layer sizes, pixel scaling, gpunet version, format version, `meta`
     (train adds the dataset, its class names, epochs, device and test metrics)."""
-    header = {"format": MODEL_FORMAT, "kind": "model", "gpunet": gpunet.__version__, "sizes": list(net.sizes),
+    header = {"format": MODEL_FORMAT, "kind": "model", "gpunet": __version__, "sizes": list(net.sizes),
               "pixel_scale": "x / 255", **(meta or {})}
     _write_npz(path, net.state_dict(), header)
 
@@ -96,7 +66,7 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
-    header = {"format": MODEL_FORMAT, "kind": "checkpoint", "gpunet": gpunet.__version__,
+    header = {"format": MODEL_FORMAT, "kind": "checkpoint", "gpunet": __version__,
               "sizes": list(sizes_of(ckpt.params)), **ckpt.meta}
     arrays = {**{f"param.{k}": v for k, v in ckpt.params.items()},
               **{f"opt.{k}": v for k, v in ckpt.optimizer.items()},

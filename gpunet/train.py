@@ -13,6 +13,7 @@ import platform
 import signal
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,28 +22,20 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-import gpunet
 from gpunet.backend import Backend
-from gpunet.config import CHECKS, Config, check_value
-from gpunet.data import NUM_CLASSES, Split, class_names, to_features
+from gpunet.config import KEYS, Config, check_value, load_config
+from gpunet.data import DeviceData
+from gpunet.datasets import NUM_CLASSES, Split, class_names
 from gpunet.errors import GpunetError
-from gpunet.model import MLP, one_hot
+from gpunet.evaluate import evaluate
+from gpunet.files import write_json
+from gpunet.model import MLP
 from gpunet.optim import learning_rate, make_optimizer
 from gpunet.step import TrainStep
-from gpunet.store import Checkpoint, load_checkpoint, save_checkpoint, save_model, write_json
+from gpunet.store import Checkpoint, load_checkpoint, save_checkpoint, save_model
+from gpunet.version import __version__
 
 LONG_EPOCH_STEPS = 50  # show a second bar over batches when an epoch has at least this many steps
-
-
-class DeviceData:
-    """Features, labels and one-hot targets of one split, copied to the device once."""
-
-    def __init__(self, backend: Backend, split: Split, limit: int = 0):
-        n = len(split.labels) if limit == 0 else min(limit, len(split.labels))
-        self.m = n
-        self.X = backend.asarray(to_features(split.images[:n]))  # (m, 784)
-        self.y = backend.asarray(split.labels[:n], dtype=np.int32)  # (m,)
-        self.Y = one_hot(backend.xp, self.y, NUM_CLASSES, backend.dtype)  # (m, 10)
 
 
 def default_run_dir() -> Path:
@@ -59,19 +52,6 @@ def prepare_run_dir(out: Path) -> Path:
     except OSError as e:
         raise GpunetError(f"{out}: cannot create the run directory ({e.strerror or e})") from None
     return out
-
-
-def versions(backend: Backend) -> dict[str, str]:
-    v = {"gpunet": gpunet.__version__, "python": platform.python_version(), "numpy": np.__version__}
-    if backend.name == "cuda":
-        v["cupy"] = backend.xp.__version__
-    return v
-
-
-def evaluate(net: MLP, data: DeviceData) -> tuple[Any, Any]:
-    """(mean loss, accuracy) on `data`, both 0-d device arrays (no sync)."""
-    AL = net.predict_proba(data.X)
-    return net.loss(AL, data.Y), (AL.argmax(axis=1) == data.y).mean()
 
 
 class CtrlC:
@@ -105,7 +85,7 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> tuple[Config, Che
     ckpt = load_checkpoint(path)
     values = {k: check_value(str(path), k, v) for k, v in ckpt.meta["config"].items()}
     for key, value in overrides.items():
-        if value is None or key not in CHECKS:
+        if value is None or key not in KEYS:
             continue
         value = check_value("command line", key, value)
         if key == "epochs":
@@ -120,6 +100,43 @@ def resume_config(run_dir: Path, overrides: dict[str, Any]) -> tuple[Config, Che
     if ckpt.meta["epoch"] >= cfg.epochs:
         raise GpunetError(f"{run_dir} has completed all {cfg.epochs} epochs; pass a larger --epochs to train further")
     return cfg, ckpt
+
+
+@dataclass
+class Plan:
+    """What `gpunet train` will do, settled before any data is loaded or any directory made."""
+
+    cfg: Config
+    run_dir: Path
+    dataset: str
+    resume: Checkpoint | None = None  # the checkpoint to continue (the run directory exists already)
+    notes: list[str] = field(default_factory=list)  # lines worth telling the user before the run starts
+
+
+def plan_run(config: Path | None, overrides: dict[str, Any], out: Path | None = None, resume: Path | None = None,
+             dataset: str | None = None) -> Plan:
+    """A fresh run from `config` with command-line `overrides` into `out` (default runs/<UTC time>), or the
+    continuation of the run in `resume` (its own config, directory and dataset; only `epochs` may be raised)."""
+    if resume is None:
+        return Plan(load_config(config, overrides), Path(out) if out is not None else default_run_dir(),
+                    dataset or "mnist")
+    if config is not None or out is not None:
+        raise GpunetError("--resume continues a run with its own config and directory; drop --config and --out")
+    cfg, ckpt = resume_config(resume, overrides)
+    plan = Plan(cfg, Path(resume), dataset or ckpt.meta["dataset"], ckpt)
+    if cfg.epochs != ckpt.meta["config"]["epochs"] and cfg.schedule != "constant":
+        plan.notes.append(f"note: the {cfg.schedule} schedule now spans {cfg.epochs} epochs, so this run will not "
+                          f"match a fresh {cfg.epochs}-epoch run")
+    return plan
+
+
+def run_plan(plan: Plan, backend: Backend, train_split: Split, test_split: Split,
+             console: Console | None = None) -> dict[str, Any]:
+    """Make the run directory of a fresh plan (refusing one that holds a run) and train."""
+    if plan.resume is None:
+        prepare_run_dir(plan.run_dir)
+    return train(plan.cfg, backend, train_split, test_split, plan.run_dir, console, dataset=plan.dataset,
+                 resume=plan.resume, classes=class_names(plan.dataset))
 
 
 def checkpoint(path: Path, net: MLP, opt: Any, metrics: dict[str, Any], epoch: int, step: int,
@@ -153,7 +170,8 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, 
     total_steps = cfg.epochs * steps
     log_every = max(1, cfg.epochs // 20)
     metrics: dict[str, Any] = {
-        "config": cfg.as_dict(), "dataset": dataset, "device": backend.describe(), "versions": versions(backend),
+        "config": cfg.as_dict(), "dataset": dataset, "device": backend.describe(),
+        "versions": {"gpunet": __version__, "python": platform.python_version(), **backend.versions()},
         "train_samples": tr.m, "test_samples": te.m, "steps_per_epoch": steps, "history": [],
     }
     meta = {"dataset": dataset, "classes": classes or class_names(dataset), "device": backend.name}
@@ -202,7 +220,8 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, 
                                    train_seconds=sum(r["seconds"] for r in metrics["history"]))
                     write_json(out / "metrics.json", metrics)
                     return metrics
-            test_loss, test_acc = evaluate(net, te)
+            scores = evaluate(net, te)
+            test_loss, test_acc = scores.loss, scores.accuracy
             # The one device -> host read of the epoch.
             train_loss, train_acc, test_loss, test_acc = backend.to_numpy(
                 xp.stack([loss_sum / tr.m, correct / tr.m, test_loss, test_acc]).astype(xp.float64)).tolist()

@@ -18,9 +18,11 @@ from typer.testing import CliRunner
 
 from gpunet.backend import get_backend
 from gpunet.cli import app
-from gpunet.data import DATASETS, DataFile, Dataset, cache_dir, class_names, load_dataset, locate, read_copy
+from gpunet.data import load_dataset
+from gpunet.datasets import DATASETS, DataFile, Dataset, class_names
 from gpunet.errors import GpunetError
 from gpunet.fetch import fetch
+from gpunet.locate import cache_dir, locate, read_copy
 from gpunet.store import load_model
 
 runner = CliRunner()

@@ -7,7 +7,10 @@ import struct
 import numpy as np
 import pytest
 
-from gpunet.data import DataFile, Dataset, load_mnist, parse_idx, read_copy, read_idx
+from gpunet.data import load_mnist
+from gpunet.datasets import DataFile, Dataset
+from gpunet.idx import parse_idx, read_idx
+from gpunet.locate import read_copy
 from gpunet.errors import GpunetError
 
 
