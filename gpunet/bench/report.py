@@ -52,14 +52,15 @@ def wide(console: Console | None) -> Console:
     """The console to print on; one that writes to a file or a pipe gets room for the whole table."""
     console = console or Console()
     if not console.is_terminal:
-        console.width = max(console.width, 120)
+        console.width = max(console.width, 140)
     return console
 
 
 def usable_contenders(names: list[str], backend: Backend) -> tuple[list[str], list[str], int | None]:
     """(the contenders that can run, a line for each one skipped, PyTorch's thread count when it runs)."""
     names, skipped = list(names), []
-    if "pytorch" in names:
+    torch_names = [n for n in names if n.startswith("pytorch")]
+    if torch_names:
         reason = None
         if importlib.util.find_spec("torch") is None:
             reason = "not installed (pip install torch)"
@@ -69,10 +70,10 @@ def usable_contenders(names: list[str], backend: Backend) -> tuple[list[str], li
             if not torch.cuda.is_available():
                 reason = "installed without CUDA support"
         if reason:
-            names.remove("pytorch")
-            skipped.append(f"pytorch skipped: {reason}")
+            names = [n for n in names if n not in torch_names]
+            skipped += [f"{n} skipped: {reason}" for n in torch_names]
     torch_threads = None
-    if "pytorch" in names:
+    if any(n.startswith("pytorch") for n in names):
         import torch
 
         torch_threads = torch.get_num_threads()
@@ -99,19 +100,22 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                     f"{'-'.join(map(str, report['sizes']))}, float32, median of {report['epochs']} epochs"
                     + (", CUDA graph" if report["cuda_graph"] else ""))
     for col in ("batch", "contender", "s/epoch", "samples/s", "vs pytorch", "GFLOP/s", "% sgemm", "x GEMM floor",
-                memory, "train loss"):
+                "late/first", memory, "train loss"):
         r.add_column(col, justify="left" if col in ("batch", "contender") else "right")
     for row in report["results"]:
         r.add_row(str(row["batch"]), row["contender"], f"{row['seconds_per_epoch']:.4f}",
                   f"{row['samples_per_second']:,.0f}",
                   "-" if row["ratio_to_pytorch"] is None else f"{row['ratio_to_pytorch']:.2f}x",
                   f"{row['gflops']:.1f}", f"{100 * row['fraction_of_sgemm']:.0f}%",
-                  f"{row['ratio_to_gemm_floor']:.2f}", "-" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}",
+                  f"{row['ratio_to_gemm_floor']:.2f}", f"{row['late_to_first']:.2f}", "-" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}",
                   f"{row['train_loss']:.4f}")
     console.print(r)
     floors = {row["batch"]: (row["sgemm_gflops"], row["gemm_floor_seconds"]) for row in report["results"]}
     console.print("GEMM floor: " + "; ".join(f"batch {b}: sgemm {g:.0f} GFLOP/s at the step's shapes, "
                                              f"{s:.4f} s/epoch" for b, (g, s) in floors.items()))
+    if any(row["ratio_to_pytorch"] is not None for row in report["results"]):
+        console.print("vs pytorch: against the faster PyTorch row of the batch size; late/first: the median of the "
+                      "later half of the timed epochs over the first")
     for line in report["skipped"]:
         console.print(line)
 

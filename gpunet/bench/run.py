@@ -17,7 +17,7 @@ from gpunet.bench.timing import gemm_floor, peak_memory, take_turns
 from gpunet.errors import GpunetError
 from gpunet.model import MLP
 
-CONTENDERS = ("gpunet", "numpy", "pytorch")
+CONTENDERS = ("gpunet", "numpy", "pytorch", "pytorch-gather")
 
 
 def parse_batch_sizes(text: str) -> list[int | str]:
@@ -42,11 +42,16 @@ def parse_contenders(text: str) -> list[str]:
 
 def runner_class(name: str) -> Any:
     """The class that runs contender `name`; PyTorch's module is imported only here."""
-    if name == "pytorch":
-        from gpunet.bench.torch import Torch
+    if name.startswith("pytorch"):
+        from gpunet.bench.torch import Torch, TorchGather
 
-        return Torch
+        return TorchGather if name == "pytorch-gather" else Torch
     return {"gpunet": Gpunet, "numpy": Plain}[name]
+
+
+def late_to_first(times: list[float]) -> float:
+    """The median of the later half of the timed epochs over the first: above 1 when a run slows down."""
+    return statistics.median(times[len(times) // 2:]) / times[0]
 
 
 def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: int = 5, limit: int = 0,
@@ -79,11 +84,13 @@ def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: i
         sgemm, floor = gemm_floor(backend, B, data.m, sizes)
         mem = {n: peak_memory(n, backend.name, batch, limit, graph) for n in names} if memory else {}
         flops = gemm_flops(data.m, sizes)
-        ref = statistics.median(times["pytorch"]) if "pytorch" in times else None
+        torch_times = [statistics.median(t) for n, t in times.items() if n.startswith("pytorch")]
+        ref = min(torch_times, default=None)  # the faster PyTorch loop
         for n in names:
             sec = statistics.median(times[n])
             report["results"].append({
                 "batch": batch, "contender": n, "seconds_per_epoch": sec, "epoch_seconds": times[n],
+                "late_to_first": late_to_first(times[n]),
                 "samples_per_second": data.m / sec, "ratio_to_pytorch": sec / ref if ref else None,
                 "gflop_per_epoch": flops / 1e9, "gflops": flops / sec / 1e9, "sgemm_gflops": sgemm,
                 "fraction_of_sgemm": flops / sec / 1e9 / sgemm, "gemm_floor_seconds": floor,

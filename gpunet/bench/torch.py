@@ -18,17 +18,21 @@ from gpunet.optim import learning_rate
 
 
 class Torch:
-    """PyTorch eager, the fast way: tensors on the device, batches sliced by index, no DataLoader. The
-    optimizer is the bench's (momentum SGD, plain GD for the full batch) unless `optimizer` names one."""
+    """PyTorch eager, the lean loop a skilled user writes: nn.Sequential(Linear, ReLU, Linear), F.cross_entropy,
+    torch.optim; each epoch one `index_select` of the training tensors by `randperm` into preallocated tensors,
+    then contiguous slices; no DataLoader. Each step adds its loss to a device sum (no accuracy: that costs a
+    pass the lean loop skips). The optimizer is the bench's (momentum SGD, plain GD for the full batch) unless
+    `optimizer` names one. `TorchGather` is the slower loop the bench used before."""
+
+    gather = False  # True: a gather per batch, loss and accuracy summed every step
 
     def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool = False,
                  optimizer: str | None = None, momentum: float = MOMENTUM):
-        import torch
-
         self.torch, self.B, self.m = torch, B, data.m
         self.dev = torch.device("cuda" if backend.name == "cuda" else "cpu")
         self.dtype = getattr(torch, np.dtype(backend.dtype).name)
         self.X, self.y = self.tensors(backend, data)
+        self.Xs, self.ys = torch.empty_like(self.X), torch.empty_like(self.y)  # the shuffled epoch
         L = len(init) // 2
         layers: list[Any] = []
         for l in range(1, L + 1):
@@ -63,12 +67,17 @@ class Torch:
         perm = None if steps == 1 else torch.randperm(m, device=self.dev, generator=self.gen)
         loss_sum = torch.zeros((), dtype=self.dtype, device=self.dev)
         correct = torch.zeros((), dtype=torch.int64, device=self.dev)
+        if perm is not None and not self.gather:
+            torch.index_select(self.X, 0, perm, out=self.Xs)
+            torch.index_select(self.y, 0, perm, out=self.ys)
         for s in range(steps):
             if perm is None:
                 X, y = self.X, self.y
-            else:
+            elif self.gather:
                 idx = perm[s * B:(s + 1) * B]
                 X, y = self.X[idx], self.y[idx]
+            else:
+                X, y = self.Xs[s * B:(s + 1) * B], self.ys[s * B:(s + 1) * B]
             for group in self.opt.param_groups:
                 group["lr"] = lrs[s]
             logits = self.model(X)
@@ -76,9 +85,10 @@ class Torch:
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            with torch.no_grad():
-                loss_sum += loss.detach() * y.shape[0]
-                correct += (logits.argmax(dim=1) == y).sum()
+            loss_sum.add_(loss.detach(), alpha=y.shape[0])
+            if self.gather:
+                with torch.no_grad():
+                    correct += (logits.argmax(dim=1) == y).sum()
         sums = [loss_sum / m, correct / m]
         if test is not None:
             with torch.no_grad():
@@ -88,6 +98,12 @@ class Torch:
 
     def peak_device_bytes(self) -> int:
         return self.torch.cuda.max_memory_reserved()
+
+
+class TorchGather(Torch):
+    """The bench's earlier PyTorch loop: a gather `X[idx]` per batch, loss and accuracy summed every step."""
+
+    gather = True
 
 
 def torch_run(cfg: Config, backend: Backend, train_split: Split, test_split: Split) -> dict[str, float]:
