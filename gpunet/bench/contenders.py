@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from gpunet import reference
 from gpunet.backend import Backend
 from gpunet.model import MLP
 from gpunet.optim import make_optimizer
@@ -52,40 +53,38 @@ class Gpunet:
 
 
 class Plain:
-    """The reference: the same equations in plain array code, a new array for every result."""
+    """The textbook form, `gpunet.reference`: a new array for every result, reductions for the sums."""
 
     def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool):
         self.backend, self.data, self.B = backend, data, B
-        self.p = {k: backend.asarray(np.array(v)) for k, v in init.items()}  # a copy: `init` is shared
-        self.v = {k: backend.xp.zeros_like(v) for k, v in self.p.items()}
+        L = len(init) // 2
+        self.W = [None] + [backend.asarray(np.array(init[f"W{l}"])) for l in range(1, L + 1)]  # copies: `init`
+        self.b = [None] + [backend.asarray(np.array(init[f"b{l}"])) for l in range(1, L + 1)]  # is shared
+        self.vW = [None] + [backend.xp.zeros_like(W) for W in self.W[1:]]
+        self.vb = [None] + [backend.xp.zeros_like(b) for b in self.b[1:]]
         self.mu = 0.0 if B == data.m else MOMENTUM
 
+    @property
+    def p(self) -> dict[str, Any]:
+        return {f"{n}{l}": P[l] for l in range(1, len(self.W)) for n, P in (("W", self.W), ("b", self.b))}
+
     def epoch(self, e: int) -> tuple[float, float]:
-        xp, d, B, p = self.backend.xp, self.data, self.B, self.p
+        xp, d, B = self.backend.xp, self.data, self.B
         steps = math.ceil(d.m / B)
         perm = None if steps == 1 else self.backend.permutation(d.m, (0, e))
         loss_sum, correct = xp.zeros((), d.X.dtype), xp.zeros((), xp.int64)
-        tiny = np.finfo(d.X.dtype).tiny
         for s in range(steps):
             if perm is None:
                 X, Y, y = d.X, d.Y, d.y
             else:
                 idx = perm[s * B:(s + 1) * B]
                 X, Y, y = d.X[idx], d.Y[idx], d.y[idx]
-            m = X.shape[0]
-            Z1 = X @ p["W1"] + p["b1"]
-            A1 = xp.maximum(Z1, 0)
-            Z2 = A1 @ p["W2"] + p["b2"]
-            E = xp.exp(Z2 - Z2.max(axis=1, keepdims=True))
-            A2 = E / E.sum(axis=1, keepdims=True)
-            loss_sum += -(Y * xp.log(xp.maximum(A2, tiny))).sum()
-            correct += (A2.argmax(axis=1) == y).sum()
-            dZ2 = (A2 - Y) / m
-            dZ1 = (dZ2 @ p["W2"].T) * (Z1 > 0)
-            grads = {"W2": A1.T @ dZ2, "b2": dZ2.sum(axis=0), "W1": X.T @ dZ1, "b1": dZ1.sum(axis=0)}
-            for k, dP in grads.items():
-                self.v[k] = self.mu * self.v[k] + dP
-                p[k] -= LR * self.v[k]
+            Z, A = reference.forward(xp, self.W, self.b, X)
+            loss_sum += reference.loss(xp, A[-1], Y) * X.shape[0]
+            correct += (A[-1].argmax(axis=1) == y).sum()
+            dW, db = reference.backward(self.W, Z, A, Y)
+            reference.momentum_step(self.W, self.vW, dW, LR, self.mu)
+            reference.momentum_step(self.b, self.vb, db, LR, self.mu)
         loss, acc = self.backend.to_numpy(xp.stack([loss_sum / d.m, correct / d.m])).tolist()
         return loss, acc
 
