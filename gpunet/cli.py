@@ -251,8 +251,8 @@ def bench(
                                          "warm-up epoch); with --whole-run, the recipe's epochs (default: the "
                                          "config's)."),
     limit: Optional[int] = typer.Option(None, min=0, help="Use the first N training samples only (0 = all 60,000)."),
-    contenders: str = typer.Option("gpunet,numpy,pytorch", help="Which to time; pytorch only when importable; "
-                                   "--whole-run times gpunet and pytorch."),
+    contenders: str = typer.Option("gpunet,numpy,pytorch,pytorch-gather", help="Which to time; pytorch (the lean "
+                                   "loop) and pytorch-gather only when importable; --whole-run times gpunet and pytorch."),
     memory: bool = typer.Option(True, help="Measure each contender's peak memory in a fresh subprocess."),
     cuda_graph: bool = typer.Option(False, help="Replay gpunet's step as a CUDA graph (cuda only)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),

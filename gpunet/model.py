@@ -30,22 +30,22 @@ Corrections to the seed write-up this project started from:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from gpunet.backend import Backend
+from gpunet.blas import Blas
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 
 
 class Buffers:
-    """Arrays for the equations' `out=` arguments, asked for by name, shape and dtype.
+    """Arrays asked for by name, shape and dtype (the training step's batch gather and sums).
 
-    By default each request gets a new array, so a returned cache or grads dict belongs to the caller.
-    With `keep=True` (the training step) each (name, shape, dtype) is allocated once and then reused: the
-    step allocates nothing and its arrays keep their addresses (what a CUDA graph replay needs), but every
-    call overwrites the previous call's results. `fill` initialises a new array (for constants such as ones).
+    By default each request gets a new array. With `keep=True` each (name, shape, dtype) is allocated once and
+    then reused, so the arrays keep their addresses (what a CUDA graph replay needs). `fill` initialises a new
+    array (for constants such as ones).
     """
 
     def __init__(self, xp: Any, keep: bool = False):
@@ -62,84 +62,115 @@ class Buffers:
         return a
 
 
+class Workspace:
+    """Every array the equations write for a batch of m samples, allocated once, named per layer l = 1..L:
+    Z[l], A[l] (A[0] is the batch X), dZ[l], dW[l], db[l], the ReLU masks active[l] and the softmax's and
+    loss's row vectors. The training step keeps one per batch shape (fixed addresses for a CUDA graph); the
+    public forward and backward make a fresh one, so their results belong to the caller."""
+
+    def __init__(self, xp: Any, sizes: tuple[int, ...], m: int, dtype: Any):
+        self.m, L = m, len(sizes) - 1  # sizes (k,) alone: the loss's arrays only
+        self.A: list[Array] = [None] + [xp.empty((m, n), dtype) for n in sizes[1:]]  # A[0] = X, set by forward
+        self.Z = [None] + [xp.empty((m, n), dtype) for n in sizes[1:]]
+        self.dZ = [None] + [xp.empty((m, n), dtype) for n in sizes[1:]]
+        self.dW = [None] + [xp.empty((a, b), dtype) for a, b in zip(sizes[:-1], sizes[1:])]
+        self.db = [None] + [xp.empty(n, dtype) for n in sizes[1:]]
+        self.active = [None] + [xp.empty((m, n), np.bool_) for n in sizes[1:L]]
+        self.ones = xp.ones(max(m, sizes[-1]), dtype)  # the ones vector of colsum and rowsum
+        self.rowmax, self.rowsum, self.p = xp.empty((m, 1), dtype), xp.empty((m, 1), dtype), xp.empty(m, dtype)
+        self.AY = xp.empty((m, sizes[-1]), dtype)
+        self.J = xp.empty((), dtype)
+
+    def __getitem__(self, name: str) -> Array:
+        """The arrays by the docstring's names: ws["Z1"] is ws.Z[1], ws["A2"] is ws.A[2]."""
+        kind = name.rstrip("0123456789")
+        return getattr(self, kind)[int(name[len(kind):])]
+
+
 class MLP:
-    """784 -> hidden ReLU layers -> 10 softmax. `params` holds W1, b1, ..., WL, bL on the device."""
+    """784 -> hidden ReLU layers -> 10 softmax. W[l], b[l] (l = 1..L) on the device; `params` names them
+    W1, b1, ..., WL, bL for files and optimizers (the same arrays)."""
 
     def __init__(self, backend: Backend, sizes: tuple[int, ...] = (784, 128, 10), seed: int = 0):
         if len(sizes) < 2 or any(int(n) < 1 for n in sizes):
             raise ValueError(f"sizes must be at least two positive widths, got {sizes}")
-        self.backend = backend
-        self.sizes = tuple(int(n) for n in sizes)
-        self.L = len(self.sizes) - 1
+        sizes = tuple(int(n) for n in sizes)
         # He initialisation on the host, so every backend starts from the same weights.
         rng = np.random.default_rng(seed)
         host = {}
-        for l in range(1, self.L + 1):
-            fan_in, fan_out = self.sizes[l - 1], self.sizes[l]
+        for l in range(1, len(sizes)):
+            fan_in, fan_out = sizes[l - 1], sizes[l]
             host[f"W{l}"] = rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
             host[f"b{l}"] = np.zeros(fan_out)
-        self.params = {k: backend.asarray(v) for k, v in host.items()}
+        self._load(backend, host)
 
-    def forward(self, X: Array, buf: Buffers | None = None) -> dict[str, Array]:
-        """X (m, 784) -> cache with A0 = X and Z1, A1, ..., ZL, AL (AL = softmax probabilities).
+    def _load(self, backend: Backend, state: dict[str, np.ndarray]) -> None:
+        self.backend, self.blas = backend, Blas(backend)
+        self.sizes = sizes_of(state)
+        self.L = len(self.sizes) - 1
+        self.W = [None] + [backend.asarray(np.array(state[f"W{l}"])) for l in range(1, self.L + 1)]
+        self.b = [None] + [backend.asarray(np.array(state[f"b{l}"])) for l in range(1, self.L + 1)]
 
-        Results go into arrays from `buf` (fresh ones by default; the training step passes reused ones)."""
-        xp, p = self.backend.xp, self.params
-        buf = buf or Buffers(xp)
-        m = X.shape[0]
-        cache = {"A0": X}
-        A = X
+    @property
+    def params(self) -> dict[str, Array]:
+        return {f"{n}{l}": P[l] for l in range(1, self.L + 1) for n, P in (("W", self.W), ("b", self.b))}
+
+    def workspace(self, m: int) -> Workspace:
+        return Workspace(self.backend.xp, self.sizes, m, self.W[1].dtype)
+
+    def forward(self, X: Array, ws: Workspace | None = None) -> Workspace:
+        """X (m, 784) -> ws with A[0] = X and Z[1], A[1], ..., Z[L], A[L] (A[L] = softmax probabilities)."""
+        xp, gemm = self.backend.xp, self.blas.gemm
+        ws = ws or self.workspace(X.shape[0])
+        ws.A[0] = X
         for l in range(1, self.L + 1):
-            W, b = p[f"W{l}"], p[f"b{l}"]
-            Z = xp.matmul(A, W, out=buf(f"Z{l}", (m, W.shape[1]), xp.result_type(A, W)))  # (m, n_l)
-            Z += b
+            Z = gemm(ws.A[l - 1], self.W[l], out=ws.Z[l])  # Z_l = A_{l-1} @ W_l   (m, n_l)
+            Z += self.b[l]                                  #       + b_l
             if l < self.L:
-                A = xp.maximum(Z, 0, out=buf(f"A{l}", Z.shape, Z.dtype))  # (m, n_l)
+                xp.maximum(Z, 0, out=ws.A[l])  # A_l = ReLU(Z_l)   (m, n_l)
             else:
-                A = softmax(xp, Z, buf)  # (m, 10)
-            cache[f"Z{l}"], cache[f"A{l}"] = Z, A
-        return cache
+                softmax(xp, Z, ws.A[l], ws.rowmax, self.rowsum(ws.A[l], ws))  # A_L = softmax(Z_L)   (m, 10)
+        return ws
 
-    def backward(self, cache: dict[str, Array], Y: Array, buf: Buffers | None = None) -> dict[str, Array]:
-        """Gradients dW1, db1, ... of the mean cross-entropy, Y one-hot (m, 10); arrays from `buf` as in forward."""
-        xp, p, L = self.backend.xp, self.params, self.L
-        buf = buf or Buffers(xp)
-        m = Y.shape[0]
-        grads = {}
-        AL = cache[f"A{L}"]
-        dZ = xp.subtract(AL, Y, out=buf(f"dZ{L}", AL.shape, xp.result_type(AL, Y)))  # (m, 10)
-        dZ /= m
+    def rowsum(self, M: Array, ws: Workspace) -> Callable[[], Array]:
+        """M 1 into ws.rowsum (m, 1), as a function: softmax sums its exponentials through it."""
+        return lambda: self.blas.gemm(M, ws.ones[:M.shape[1], None], out=ws.rowsum)
+
+    def backward(self, ws: Workspace, Y: Array, dW: list[Array] | None = None, db: list[Array] | None = None,
+                 beta: Any = 0.0) -> dict[str, Array]:
+        """Gradients of the mean cross-entropy, Y one-hot (m, 10), after `forward(X, ws)`: into ws.dW, ws.db,
+        or with beta != 0 added into dW[l] := beta dW[l] + dJ/dW_l (momentum's v := mu v + dW in the product).
+        Returns them named dW1, db1, ..."""
+        xp, gemm, colsum = self.backend.xp, self.blas.gemm, self.blas.colsum
+        dW, db, L = dW or ws.dW, db or ws.db, self.L
+        ones = ws.ones[:ws.m]
+        dZ = xp.subtract(ws.A[L], Y, out=ws.dZ[L])  # dZ_L = (A_L - Y) / m   (m, 10), the 1/m folded into alpha
         for l in range(L, 0, -1):
-            A_prev, W = cache[f"A{l - 1}"], p[f"W{l}"]
-            grads[f"dW{l}"] = xp.matmul(A_prev.T, dZ, out=buf(f"dW{l}", W.shape, xp.result_type(A_prev, dZ)))
-            # db = 1^T dZ: the sum over the batch as a product, which BLAS does faster than a reduction.
-            grads[f"db{l}"] = xp.matmul(buf("ones", (m,), dZ.dtype, 1), dZ, out=buf(f"db{l}", (W.shape[1],), dZ.dtype))
+            alpha = 1.0 / ws.m if l == L else 1.0
+            gemm(ws.A[l - 1].T, dZ, out=dW[l], alpha=alpha, beta=beta)  # dW_l = A_{l-1}.T @ dZ_l   (n_{l-1}, n_l)
+            colsum(dZ, ones, out=db[l], alpha=alpha, beta=beta)          # db_l = 1^T dZ_l          (n_l,)
             if l > 1:
-                Z_prev = cache[f"Z{l - 1}"]
-                dA = xp.matmul(dZ, W.T, out=buf(f"dZ{l - 1}", Z_prev.shape, xp.result_type(dZ, W)))  # (m, n_{l-1})
-                active = xp.greater(Z_prev, 0, out=buf(f"active{l - 1}", Z_prev.shape, np.bool_))
-                dZ = xp.multiply(dA, active, out=dA)  # (m, n_{l-1}), dA masked in place
-        return grads
+                dA = gemm(dZ, self.W[l].T, out=ws.dZ[l - 1], alpha=alpha)  # dA_{l-1} = dZ_l @ W_l.T   (m, n_{l-1})
+                dZ = xp.multiply(dA, xp.greater(ws.Z[l - 1], 0, out=ws.active[l - 1]), out=dA)  # * [Z_{l-1} > 0]
+        return {f"d{n}{l}": G[l] for l in range(1, L + 1) for n, G in (("W", dW), ("b", db))}
 
-    def loss(self, AL: Array, Y: Array, buf: Buffers | None = None) -> Array:
-        """Mean cross-entropy, a 0-d device array; probabilities of 0 are clipped to the dtype's tiny.
-
-        With Y one-hot, sum_k Y_ik log A_ik = log p_i, p_i = sum_k Y_ik A_ik the probability of the true class,
-        so only m logarithms are taken."""
+    def loss(self, AL: Array, Y: Array, ws: Workspace | None = None) -> Array:
+        """Mean cross-entropy of the probabilities AL (m, 10), a 0-d device array (ws.J); probabilities of 0 are
+        clipped to the dtype's tiny. With Y one-hot, sum_k Y_ik log A_ik = log p_i, p_i = sum_k Y_ik A_ik the
+        probability of the true class, so only m logarithms are taken."""
         xp = self.backend.xp
-        buf = buf or Buffers(xp)
-        m = Y.shape[0]
-        dt = xp.result_type(AL, Y)
-        AY = xp.multiply(AL, Y, out=buf("AY", AL.shape, dt))
-        p = xp.matmul(AY, buf("ones", (AL.shape[1],), dt, 1), out=buf("p", (m,), dt))  # (m,) row sums
+        ws = ws or Workspace(xp, AL.shape[1:], AL.shape[0], AL.dtype)  # the loss's arrays only
+        dt = ws.J.dtype
+        AY = xp.multiply(AL, Y, out=ws.AY)
+        p = self.blas.gemm(AY, ws.ones[:AY.shape[1], None], out=ws.p[:, None])[:, 0]  # (m,) row sums
         xp.maximum(p, np.finfo(dt).tiny, out=p)
-        J = xp.sum(xp.log(p, out=p), out=buf("J", (), dt))
-        J /= -m
+        J = xp.sum(xp.log(p, out=p), out=ws.J)
+        J /= -ws.m
         return J
 
     def predict_proba(self, X: Array) -> Array:
         """Class probabilities (m, 10)."""
-        return self.forward(X)[f"A{self.L}"]
+        return self.forward(X).A[self.L]
 
     def predict(self, X: Array) -> Array:
         """Class indices (m,)."""
@@ -152,12 +183,9 @@ class MLP:
 
     @classmethod
     def from_state_dict(cls, backend: Backend, state: dict[str, np.ndarray]) -> "MLP":
-        """Rebuild a net from `state_dict()` output on any backend."""
-        sizes = sizes_of(state)
-        L = len(sizes) - 1
+        """Rebuild a net from `state_dict()` output on any backend (copies: `state` stays as it is)."""
         net = cls.__new__(cls)
-        net.backend, net.sizes, net.L = backend, tuple(sizes), L
-        net.params = {k: backend.asarray(np.array(v)) for k, v in state.items()}  # copies: `state` stays as it is
+        net._load(backend, state)
         return net
 
 
@@ -176,14 +204,13 @@ def sizes_of(state: dict[str, np.ndarray]) -> tuple[int, ...]:
     return tuple(sizes)
 
 
-def softmax(xp: Any, Z: Array, buf: Buffers | None = None) -> Array:
-    """Row-wise softmax; subtracting the row max keeps exp finite for logits of any size."""
-    buf = buf or Buffers(xp)
-    m = Z.shape[0]
-    E = xp.subtract(Z, xp.max(Z, axis=1, keepdims=True, out=buf("rowmax", (m, 1), Z.dtype)),
-                    out=buf("softmax", Z.shape, Z.dtype))
+def softmax(xp: Any, Z: Array, out: Array | None = None, rowmax: Array | None = None,
+            rowsum: Callable[[], Array] | None = None) -> Array:
+    """Row-wise softmax of Z (m, k) into `out`; subtracting the row max keeps exp finite for logits of any size.
+    `rowsum()` returns the row sums of `out` (by default a reduction; the model's passes a product)."""
+    E = xp.subtract(Z, xp.max(Z, axis=1, keepdims=True, out=rowmax), out=out)
     xp.exp(E, out=E)
-    E /= xp.matmul(E, buf("ones", (Z.shape[1], 1), Z.dtype, 1), out=buf("rowsum", (m, 1), Z.dtype))  # row sums
+    E /= rowsum() if rowsum else E.sum(axis=1, keepdims=True)
     return E
 
 

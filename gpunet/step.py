@@ -1,16 +1,17 @@
 """The training step as `gpunet train` and `gpunet bench` run it: the model's equations on reused arrays.
 
 One step gathers a batch from the device-resident training set, runs `net.forward`, adds the batch's loss
-and correct count to device accumulators, runs `net.backward` and the optimizer update. Every array it
-writes comes from one `Buffers(keep=True)`, so after the first step of each batch shape nothing is
-allocated, and nothing is read back to the host.
+and correct count to device accumulators, runs `net.backward` and the optimizer update. The equations write
+into one `Workspace` per batch shape and the gather and sums into one `Buffers(keep=True)`, so after the first
+step of each batch shape nothing is allocated, and nothing is read back to the host. The optimizer says where
+the gradient products go (`Optimizer.targets`): momentum's are added straight into its velocity.
 
 On cuda the step can also be replayed as a CUDA graph (`GPUNET_CUDA_GRAPH=1`, or `graph=True`): the first
 step of each batch shape runs normally (allocating the arrays and compiling the kernels), the second is
 captured with `Backend.capture`, and from then on each step is one graph launch plus two or three small
 copies of its inputs (the batch indices and the optimizer's scalars) into fixed device arrays. This cuts
 the kernel launches of a step from about 40 to 3 or 4, which is what bounds small batches on a GPU. It has
-no effect on the CPU.
+no effect on the CPU. The optimizer's occasional flush of tiny state (`Optimizer.flush`) runs outside it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gpunet.model import MLP, Buffers
+from gpunet.model import MLP, Buffers, Workspace
 from gpunet.optim import Optimizer
 
 Array = Any
@@ -35,14 +36,15 @@ class TrainStep:
         xp = self.backend.xp
         self.X, self.Y, self.y = X, Y, y  # (n, 784), (n, 10) one-hot, (n,) labels, on the device
         self.buf = Buffers(xp, keep=True)
-        self.loss_sum = xp.zeros((), dtype=net.params["W1"].dtype)  # sum of per-sample losses this epoch
+        self.workspaces: dict[int, Workspace] = {}  # batch size -> the equations' arrays
+        self.loss_sum = xp.zeros((), dtype=net.W[1].dtype)  # sum of per-sample losses this epoch
         self.correct = xp.zeros((), dtype=xp.int64)  # correct predictions this epoch
         if graph is None:
             graph = os.environ.get(GRAPH_ENV, "") == "1"
         self.graph = graph and self.backend.can_capture
         self.replays: dict[int | None, Callable[[], None] | None] = {}  # batch size -> graph (None: warming up)
         # The graph's optimizer scalars, in the parameters' dtype as NumPy casts a Python float scalar.
-        self.coefs = xp.zeros(len(opt.coefficients(1.0, 1)), dtype=net.params["W1"].dtype)
+        self.coefs = xp.zeros(len(opt.coefficients(1.0, 1)), dtype=net.W[1].dtype)
 
     def zero_sums(self) -> tuple[Array, Array]:
         """Zero the epoch's accumulators and return them (device 0-d arrays the steps add to)."""
@@ -52,7 +54,10 @@ class TrainStep:
 
     def __call__(self, idx: Array | None, lr: float) -> None:
         self.opt.t += 1
-        coefs = self.opt.coefficients(lr, self.opt.t)
+        self.replay_or_run(idx, self.opt.coefficients(lr, self.opt.t))
+        self.opt.flush()
+
+    def replay_or_run(self, idx: Array | None, coefs: tuple[float, ...]) -> None:
         if not self.graph:
             self.run(idx, coefs)
             return
@@ -83,11 +88,12 @@ class TrainStep:
             Y = self.backend.take_rows(self.Y, idx, buf("Y", (m, self.Y.shape[1]), self.Y.dtype))
             y = self.backend.take_rows(self.y, idx, buf("y", (m,), self.y.dtype))
         m = X.shape[0]
-        cache = net.forward(X, buf)
-        AL = cache[f"A{net.L}"]
-        J = net.loss(AL, Y, buf)
+        ws = self.workspaces.get(m) or self.workspaces.setdefault(m, net.workspace(m))
+        AL = net.forward(X, ws).A[net.L]
+        J = net.loss(AL, Y, ws)
         J *= m
         self.loss_sum += J
         hits = xp.equal(xp.argmax(AL, axis=1, out=buf("pred", (m,), np.int64)), y, out=buf("hits", (m,), np.bool_))
         self.correct += xp.sum(hits, out=buf("nhits", (), np.int64))
-        self.opt.apply(net.params, net.backward(cache, Y, buf), coefs)
+        dW, db, beta = self.opt.targets(ws)
+        self.opt.apply(net.params, net.backward(ws, Y, dW, db, beta), coefs)

@@ -7,7 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gpunet.backend import get_backend
-from gpunet.bench import Gpunet, Plain, Torch, gemm_flops, load_data, parse_batch_sizes
+from gpunet.bench.contenders import Gpunet, Plain, gemm_flops, load_data
+from gpunet.bench.run import parse_batch_sizes
 from gpunet.cli import app
 from gpunet.model import MLP
 from gpunet.optim import learning_rate, make_optimizer
@@ -119,6 +120,8 @@ def test_torch_follows_gpunets_recipe():
     """PyTorch's side of --whole-run: with the same batches, momentum and per-step learning rates on a
     784-16-8-10 net, it ends with gpunet's weights (float64)."""
     pytest.importorskip("torch")
+    from gpunet.bench.torch import Torch
+
     be = get_backend("cpu", "float64")
     data = load_data(be, 200)
     net = MLP(be, (784, 16, 8, 10), seed=1)

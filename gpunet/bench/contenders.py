@@ -1,0 +1,91 @@
+"""The contenders of `gpunet bench` that need no PyTorch: gpunet's own step and the plain NumPy (CuPy) one."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from gpunet import reference
+from gpunet.backend import Backend
+from gpunet.model import MLP
+from gpunet.optim import make_optimizer
+from gpunet.step import TrainStep
+
+LR, MOMENTUM = 0.1, 0.9
+
+
+def load_data(backend: Backend, limit: int) -> Any:
+    from gpunet.data import DeviceData, load_mnist
+
+    return DeviceData(backend, load_mnist()[0], limit)
+
+
+def gemm_flops(m: int, sizes: tuple[int, ...]) -> float:
+    """FLOPs of one training pass over m samples: forward, dW and dA products, no gradient w.r.t. the input."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    return 2.0 * m * (2 * sum(a * b for a, b in pairs) + sum(a * b for a, b in pairs[1:]))
+
+
+class Gpunet:
+    """gpunet's own training step."""
+
+    def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool):
+        self.backend, self.data, self.B = backend, data, B
+        self.net = MLP.from_state_dict(backend, init)
+        self.opt = make_optimizer("gd" if B == data.m else "momentum", backend, self.net.params, MOMENTUM)
+        self.step = TrainStep(self.net, self.opt, data.X, data.Y, data.y, graph=graph)
+
+    def epoch(self, e: int) -> tuple[float, float]:
+        m, B = self.data.m, self.B
+        steps = math.ceil(m / B)
+        perm = None if steps == 1 else self.backend.permutation(m, (0, e))
+        loss_sum, correct = self.step.zero_sums()
+        for s in range(steps):
+            self.step(None if perm is None else perm[s * B:(s + 1) * B], LR)
+        loss, acc = self.backend.to_numpy(self.backend.xp.stack([loss_sum / m, correct / m])).tolist()
+        return loss, acc
+
+    def peak_device_bytes(self) -> int:
+        return self.backend.xp.get_default_memory_pool().total_bytes()
+
+
+class Plain:
+    """The textbook form, `gpunet.reference`: a new array for every result, reductions for the sums."""
+
+    def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool):
+        self.backend, self.data, self.B = backend, data, B
+        L = len(init) // 2
+        self.W = [None] + [backend.asarray(np.array(init[f"W{l}"])) for l in range(1, L + 1)]  # copies: `init`
+        self.b = [None] + [backend.asarray(np.array(init[f"b{l}"])) for l in range(1, L + 1)]  # is shared
+        self.vW = [None] + [backend.xp.zeros_like(W) for W in self.W[1:]]
+        self.vb = [None] + [backend.xp.zeros_like(b) for b in self.b[1:]]
+        self.mu = 0.0 if B == data.m else MOMENTUM
+
+    @property
+    def p(self) -> dict[str, Any]:
+        return {f"{n}{l}": P[l] for l in range(1, len(self.W)) for n, P in (("W", self.W), ("b", self.b))}
+
+    def epoch(self, e: int) -> tuple[float, float]:
+        xp, d, B = self.backend.xp, self.data, self.B
+        steps = math.ceil(d.m / B)
+        perm = None if steps == 1 else self.backend.permutation(d.m, (0, e))
+        loss_sum, correct = xp.zeros((), d.X.dtype), xp.zeros((), xp.int64)
+        for s in range(steps):
+            if perm is None:
+                X, Y, y = d.X, d.Y, d.y
+            else:
+                idx = perm[s * B:(s + 1) * B]
+                X, Y, y = d.X[idx], d.Y[idx], d.y[idx]
+            Z, A = reference.forward(xp, self.W, self.b, X)
+            loss_sum += reference.loss(xp, A[-1], Y) * X.shape[0]
+            correct += (A[-1].argmax(axis=1) == y).sum()
+            dW, db = reference.backward(self.W, Z, A, Y)
+            reference.momentum_step(self.W, self.vW, dW, LR, self.mu)
+            reference.momentum_step(self.b, self.vb, db, LR, self.mu)
+        loss, acc = self.backend.to_numpy(xp.stack([loss_sum / d.m, correct / d.m])).tolist()
+        return loss, acc
+
+    def peak_device_bytes(self) -> int:
+        return self.backend.xp.get_default_memory_pool().total_bytes()

@@ -1,0 +1,140 @@
+"""What the figures were measured on, the rich tables, and the JSON file."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from gpunet.backend import Backend, gpu_info
+from gpunet.datasets import NUM_CLASSES
+
+
+def machine(backend: Backend, torch_threads: int | None) -> dict[str, Any]:
+    """CPU model and cores, BLAS library and threads, GPU, load: what the figures were measured on."""
+    info: dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__, "cores": os.cpu_count()}
+    try:
+        info["cpu"] = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                           if line.startswith("model name"))
+    except (OSError, StopIteration):
+        info["cpu"] = platform.processor() or platform.machine()
+    try:
+        from threadpoolctl import threadpool_info
+
+        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        info["blas"] = "; ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture', '?')} kernels, "
+                                 f"{p.get('num_threads')} threads)" for p in pools) or "unknown"
+    except ImportError:
+        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+        info["blas"] = f"{blas.get('name', 'unknown')} {blas.get('version', '')} (threads: install threadpoolctl)"
+    info["env"] = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
+                                             "OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
+    if torch_threads is not None:
+        import torch
+
+        info["pytorch"] = f"{torch.__version__} ({torch_threads} threads)"
+    if backend.name == "cuda":
+        g = gpu_info(backend.xp)
+        info["gpu"] = f"{g['name']}, {g['memory_gib']} GiB, CUDA runtime {g['cuda_runtime']}"
+        info["cupy"] = backend.xp.__version__
+    info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    return info
+
+
+def wide(console: Console | None) -> Console:
+    """The console to print on; one that writes to a file or a pipe gets room for the whole table."""
+    console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 140)
+    return console
+
+
+def usable_contenders(names: list[str], backend: Backend) -> tuple[list[str], list[str], int | None]:
+    """(the contenders that can run, a line for each one skipped, PyTorch's thread count when it runs)."""
+    names, skipped = list(names), []
+    torch_names = [n for n in names if n.startswith("pytorch")]
+    if torch_names:
+        reason = None
+        if importlib.util.find_spec("torch") is None:
+            reason = "not installed (pip install torch)"
+        elif backend.name == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                reason = "installed without CUDA support"
+        if reason:
+            names = [n for n in names if n not in torch_names]
+            skipped += [f"{n} skipped: {reason}" for n in torch_names]
+    torch_threads = None
+    if any(n.startswith("pytorch") for n in names):
+        import torch
+
+        torch_threads = torch.get_num_threads()
+    return names, skipped, torch_threads
+
+
+def write_json_report(report: dict[str, Any], json_out: Path | None) -> None:
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def print_machine(m: dict[str, Any], console: Console) -> None:
+    t = Table(title="machine", show_header=False)
+    for key in ("cpu", "cores", "blas", "pytorch", "gpu", "cupy", "numpy", "python", "env", "load_average"):
+        if key in m and m[key] not in (None, {}):
+            t.add_row(key, str(m[key]))
+    console.print(t)
+
+
+def print_report(report: dict[str, Any], console: Console) -> None:
+    print_machine(report["machine"], console)
+    memory = "peak GPU MiB" if report["device"] == "cuda" else "peak RSS MiB"  # while training
+    r = Table(title=f"training epoch on {report['device']}: {report['samples']} samples, "
+                    f"{'-'.join(map(str, report['sizes']))}, float32, median of {report['epochs']} epochs"
+                    + (", CUDA graph" if report["cuda_graph"] else ""))
+    for col in ("batch", "contender", "s/epoch", "samples/s", "vs pytorch", "GFLOP/s", "% sgemm", "x GEMM floor",
+                "late/first", memory, "train loss"):
+        r.add_column(col, justify="left" if col in ("batch", "contender") else "right")
+    for row in report["results"]:
+        r.add_row(str(row["batch"]), row["contender"], f"{row['seconds_per_epoch']:.4f}",
+                  f"{row['samples_per_second']:,.0f}",
+                  "-" if row["ratio_to_pytorch"] is None else f"{row['ratio_to_pytorch']:.2f}x",
+                  f"{row['gflops']:.1f}", f"{100 * row['fraction_of_sgemm']:.0f}%",
+                  f"{row['ratio_to_gemm_floor']:.2f}", f"{row['late_to_first']:.2f}", "-" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}",
+                  f"{row['train_loss']:.4f}")
+    console.print(r)
+    floors = {row["batch"]: (row["sgemm_gflops"], row["gemm_floor_seconds"]) for row in report["results"]}
+    console.print("GEMM floor: " + "; ".join(f"batch {b}: sgemm {g:.0f} GFLOP/s at the step's shapes, "
+                                             f"{s:.4f} s/epoch" for b, (g, s) in floors.items()))
+    if any(row["ratio_to_pytorch"] is not None for row in report["results"]):
+        console.print("vs pytorch: against the faster PyTorch row of the batch size; late/first: the median of the "
+                      "later half of the timed epochs over the first")
+    for line in report["skipped"]:
+        console.print(line)
+
+
+def print_whole(report: dict[str, Any], console: Console) -> None:
+    print_machine(report["machine"], console)
+    c = report["config"]
+    recipe = (f"{'-'.join(map(str, [784, *c['hidden'], NUM_CLASSES]))}, {c['epochs']} epochs at batch "
+              f"{c['batch_size']}, {c['optimizer']} lr {c['lr']:g} ({c['schedule']}), {c['dtype']}")
+    t = Table(title=f"whole training run on {report['device']}: {report['config_path']} ({recipe}), "
+                    f"{report['train_samples']} train / {report['test_samples']} test samples, "
+                    f"median of {report['repeats']} runs")
+    for col in ("contender", "wall s", "of which epochs s", "test accuracy", "vs pytorch"):
+        t.add_column(col, justify="left" if col == "contender" else "right")
+    for row in report["results"]:
+        t.add_row(row["contender"], f"{row['wall_seconds']:.2f}", f"{row['epoch_seconds']:.2f}",
+                  f"{100 * row['test_accuracy']:.2f}%",
+                  "-" if row["ratio_to_pytorch"] is None else f"{row['ratio_to_pytorch']:.2f}x")
+    console.print(t)
+    console.print(f"included: {report['included']}")
+    for line in report["skipped"]:
+        console.print(line)

@@ -1,0 +1,87 @@
+"""Timing: contenders taking turns, the GEMM floor, and the peak-memory probe in a fresh process."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from gpunet.backend import Backend
+from gpunet.bench.contenders import gemm_flops
+from gpunet.errors import GpunetError
+
+
+def gemm_floor(backend: Backend, B: int, m: int, sizes: tuple[int, ...],
+               min_seconds: float = 0.3) -> tuple[float, float]:
+    """(sgemm GFLOP/s at the step's shapes, seconds per epoch of those products alone), on `backend`."""
+    xp, dt = backend.xp, backend.dtype
+    rng = np.random.default_rng(0)
+    A = [backend.asarray(rng.random((B, n))) for n in sizes]  # activations A0 .. AL, also used as dZ
+    W = [backend.asarray(rng.random((a, b))) for a, b in zip(sizes[:-1], sizes[1:])]
+    out = {}
+
+    def products() -> None:
+        for l, Wl in enumerate(W, start=1):
+            out[f"Z{l}"] = xp.matmul(A[l - 1], Wl, out=out.get(f"Z{l}", xp.empty((B, Wl.shape[1]), dt)))
+            out[f"dW{l}"] = xp.matmul(A[l - 1].T, A[l], out=out.get(f"dW{l}", xp.empty(Wl.shape, dt)))
+            if l > 1:
+                out[f"dA{l}"] = xp.matmul(A[l], Wl.T, out=out.get(f"dA{l}", xp.empty((B, Wl.shape[0]), dt)))
+
+    products()
+    backend.synchronize()
+    times = []
+    t_end = time.perf_counter() + min_seconds
+    while len(times) < 5 or (time.perf_counter() < t_end and len(times) < 1000):
+        t0 = time.perf_counter()
+        products()
+        backend.synchronize()
+        times.append(time.perf_counter() - t0)
+    per_step = statistics.median(times)
+    rate = gemm_flops(B, sizes) / per_step
+    return rate / 1e9, gemm_flops(m, sizes) / rate
+
+
+def take_turns(tasks: dict[str, Callable[[int], Any]], rounds: int, warmup: int) -> tuple[dict[str, list[float]],
+                                                                                         dict[str, list[Any]]]:
+    """Warm up each task (calls rounds+1 .. rounds+warmup), then time calls 1..rounds of each, taking turns
+    in a rotating order. Each call must end with a host read (which synchronises the device).
+    Returns the times and the results of the timed calls."""
+    names = list(tasks)
+    for task in tasks.values():
+        for i in range(warmup):
+            task(rounds + 1 + i)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    results: dict[str, list[Any]] = {n: [] for n in names}
+    for i in range(1, rounds + 1):
+        k = (i - 1) % len(names)
+        for n in names[k:] + names[:k]:
+            t0 = time.perf_counter()
+            results[n].append(tasks[n](i))
+            times[n].append(time.perf_counter() - t0)
+    return times, results
+
+
+def peak_memory(name: str, device: str, batch: int | str, limit: int, graph: bool) -> dict[str, float]:
+    """Run `name` in a fresh subprocess (set-up, warm-up and two epochs) and return its peak memory in MiB:
+    "train" while training (with the data loaded: the table's figure) and "process" over the whole process
+    (the CPU only: this includes the transient peak of decoding MNIST, the same for every contender)."""
+    args = json.dumps({"name": name, "device": device, "batch": batch, "limit": limit, "graph": graph})
+    proc = subprocess.run([sys.executable, "-m", "gpunet.bench.memory", args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GpunetError(f"the memory run of {name} at batch {batch} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def rss_peak_mib() -> float:
+    """This process's peak RSS (VmHWM) in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM in /proc/self/status")

@@ -1,0 +1,84 @@
+"""`gpunet bench --whole-run`: complete training runs of a config's recipe, gpunet against PyTorch."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from gpunet.backend import Backend, get_backend
+from gpunet.bench.report import machine, print_whole, usable_contenders, wide, write_json_report
+from gpunet.bench.run import parse_contenders
+from gpunet.bench.timing import take_turns
+from gpunet.config import Config, load_config
+from gpunet.datasets import Split
+from gpunet.errors import GpunetError
+
+WHOLE_RUN_CONTENDERS = ("gpunet", "pytorch")
+WHOLE_RUN_INCLUDES = ("each timed run starts from the decoded MNIST arrays on the host (read once, shared, "
+                      "not timed) and includes copying them to the device as features, the initial weights, every "
+                      "epoch's steps and test-set evaluation with one read per epoch; gpunet's also includes writing "
+                      "its run directory (model.npz at each logged epoch, metrics.json, checkpoint.npz), as "
+                      "`gpunet train` does")
+
+
+def gpunet_run(cfg: Config, backend: Backend, train_split: Split, test_split: Split) -> dict[str, float]:
+    """One complete `gpunet.train.train` run of `cfg` into a temporary run directory, console silenced."""
+    from gpunet.train import train
+
+    with tempfile.TemporaryDirectory(prefix="gpunet-bench-") as tmp:
+        metrics = train(cfg, backend, train_split, test_split, Path(tmp) / "run", Console(file=io.StringIO()))
+    return {"test_accuracy": metrics["test_accuracy"], "epoch_seconds": metrics["train_seconds"]}
+
+
+def run_whole(device: str = "cpu", config: Path | None = None, epochs: int | None = None, limit: int | None = None,
+              contenders: str = ",".join(WHOLE_RUN_CONTENDERS), repeats: int = 3, json_out: Path | None = None,
+              console: Console | None = None) -> dict[str, Any]:
+    """Time complete training runs of the recipe in `config` (default configs/default.toml; `epochs` and
+    `limit` override it) for gpunet and PyTorch: one warm-up run each, then `repeats` runs each, taking turns.
+    Prints the table, optionally writes JSON; returns the report."""
+    from gpunet.data import load_mnist
+
+    console = wide(console)
+    if repeats < 1:
+        raise GpunetError("--repeats must be at least 1")
+    cfg = load_config(config, {"epochs": epochs, "limit": limit})
+    backend = get_backend(device, cfg.dtype)
+    asked = [n for n in parse_contenders(contenders) if n in WHOLE_RUN_CONTENDERS]  # numpy has no whole run
+    names, skipped, torch_threads = usable_contenders(asked, backend)
+    if not names:
+        raise GpunetError(f"--contenders {contenders!r}: --whole-run times {' and '.join(WHOLE_RUN_CONTENDERS)}")
+    train_split, test_split = load_mnist()
+    runs = {"gpunet": gpunet_run}
+    if "pytorch" in names:
+        from gpunet.bench.torch import torch_run
+
+        runs["pytorch"] = torch_run
+    console.print(f"whole run of {config or 'configs/default.toml'}: timing {', '.join(names)} "
+                  f"({repeats} runs each after a warm-up run)")
+    tasks = {n: (lambda i, run=runs[n]: run(cfg, backend, train_split, test_split)) for n in names}
+    times, results = take_turns(tasks, repeats, warmup=1)
+    ref = statistics.median(times["pytorch"]) if "pytorch" in times else None
+    report: dict[str, Any] = {
+        "mode": "whole-run", "machine": machine(backend, torch_threads), "device": backend.name,
+        "config_path": str(config or "configs/default.toml"), "config": cfg.as_dict(),
+        "train_samples": min(cfg.limit or len(train_split.labels), len(train_split.labels)),
+        "test_samples": len(test_split.labels),
+        "repeats": repeats, "included": WHOLE_RUN_INCLUDES, "skipped": skipped, "results": [],
+    }
+    for n in names:
+        sec = statistics.median(times[n])
+        report["results"].append({
+            "contender": n, "wall_seconds": sec, "run_seconds": times[n],
+            "epoch_seconds": statistics.median(r["epoch_seconds"] for r in results[n]),
+            "test_accuracy": results[n][-1]["test_accuracy"],
+            "test_accuracies": [r["test_accuracy"] for r in results[n]],
+            "ratio_to_pytorch": sec / ref if ref else None,
+        })
+    print_whole(report, console)
+    write_json_report(report, json_out)
+    return report
