@@ -70,6 +70,10 @@ class Backend:
         """Versions of the array libraries this backend runs on."""
         return {"numpy": np.__version__}
 
+    def hardware(self) -> dict[str, str]:
+        """The accelerator this backend runs on, for `gpunet check` (nothing beyond the host's CPU here)."""
+        return {}
+
 
 class CpuBackend(Backend):
     """NumPy on the host."""
@@ -140,6 +144,12 @@ class CudaBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "cupy": self.xp.__version__}
+
+    def hardware(self) -> dict[str, str]:
+        g = gpu_info(self.xp)
+        return {"gpu": f"{g['name']}, {g['memory_gib']} GiB ({g['free_gib']} free), compute capability "
+                       f"{g['compute_capability']}",
+                "cuda": f"runtime {g['cuda_runtime']}, driver supports {g['cuda_driver']}"}
 
 
 def get_backend(device: str = "auto", dtype: str = "float32") -> Backend:

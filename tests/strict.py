@@ -47,7 +47,6 @@ class Ledger:
 class StrictArray:
     """A device array: a NumPy array the host may only reach through `get()`."""
 
-    __array_ufunc__ = None  # NumPy ufuncs and operators on a StrictArray defer to it, then fail
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, a: np.ndarray, ledger: Ledger):
@@ -56,6 +55,9 @@ class StrictArray:
     # --- implicit host conversions ---------------------------------------------------------------
     def __array__(self, *args: Any, **kwargs: Any) -> np.ndarray:
         raise self._ledger.refuse("implicit conversion of a device array to NumPy (use backend.to_numpy)")
+
+    def __array_ufunc__(self, ufunc: Any, method: str, *args: Any, **kwargs: Any) -> Any:
+        raise self._ledger.refuse(f"NumPy ufunc {ufunc.__name__} called on a device array")
 
     def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
         raise self._ledger.refuse(f"NumPy function {func.__name__} called on a device array")
