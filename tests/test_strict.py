@@ -224,3 +224,53 @@ def test_check_passes_on_the_strict_device(strict):
     assert report["speed"]["batch_128"] > 0 and report["speed"]["full_batch"] > 0
     strict.assert_clean()
     assert strict.syncs == 0
+
+
+def test_check_fails_on_a_device_that_computes_wrong(strict, monkeypatch):
+    """A device whose exp is off by 0.001: its float32 gradients and its steps leave the CPU's; exit 1, rows named."""
+    from strict import op
+
+    def broken(device="auto", dtype="float32"):
+        backend = strict.get_backend(device, dtype)
+        if device != "cpu":
+            exp = lambda a, out=None: np.add(np.exp(a, out=out), 1e-3, out=out)  # noqa: E731
+            backend.xp.exp = lambda a, out=None: op(backend.ledger, exp, (a,), {"out": out})
+        return backend
+
+    monkeypatch.setattr(gpunet.check, "get_backend", broken)
+    result = cli("check", "--device", "cuda", "--seconds", 0.05, "--samples", 512)
+    assert result.exit_code == 1, result.output
+    failed = [line for line in result.stderr.splitlines() if line.startswith("FAIL: ")]
+    assert any("float32 gradients" in line for line in failed) and any("vs cpu float64" in line for line in failed)
+    assert "checks FAILED" in result.stdout
+
+
+def test_check_on_the_cpu_passes_and_prints_every_row():
+    result = cli("check", "--device", "cpu", "--seconds", 0.05, "--samples", 512)
+    assert result.exit_code == 0, result.output
+    for fragment in ("blas", "dW1 vs central differences (float64, cpu)", "float32 gradients on cpu",
+                     "20 steps on cpu float32 vs cpu float64", "CUDA-graph replay: not checked", "samples/s at batch 128",
+                     "all 6 checks passed"):
+        assert fragment in result.stdout
+
+
+def test_check_cuda_without_a_gpu_is_one_clean_line(monkeypatch):
+    from gpunet.errors import GpunetError
+
+    def no_gpu(device="auto", dtype="float32"):
+        if device == "cuda":
+            raise GpunetError("CuPy is not installed, so --device cuda cannot run: pip install -e '.[cuda12]'")
+        return REAL_GET_BACKEND(device, dtype)
+
+    monkeypatch.setattr(gpunet.check, "get_backend", no_gpu)
+    result = cli("check", "--device", "cuda")
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: CuPy is not installed") and "Traceback" not in result.output
+
+
+@pytest.mark.gpu
+def test_check_passes_on_the_gpu(gpu):
+    result = cli("check", "--device", "cuda", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert any("CUDA graph" in r["name"] for r in report["checks"]) and "gpu" in report["environment"]
