@@ -170,27 +170,27 @@ def environment(backend: Backend) -> dict[str, Any]:
     """Versions, CPU, BLAS and its threads (gpunet.bench.machine), and the accelerator."""
     from gpunet.bench import machine
 
-    env = {"gpunet": __version__, "platform": platform.platform(), "device": backend.describe(),
-           **backend.versions(), **machine(backend, None), **backend.hardware()}
+    env = {"gpunet": __version__, "platform": platform.platform(), **backend.versions(), **machine(backend, None), **backend.hardware()}
     return {k: v for k, v in env.items() if v not in ({}, None)}
 
 
 def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0) -> dict[str, Any]:
-    """Every check on `device`: {"device", "environment", "checks": [rows], "speed", "passed"}."""
+    """Every check on `device`: {"device", "description", "environment", "checks": [rows], "graph", "speed",
+    "passed"}; "graph" says whether the device records CUDA graphs (and so whether replay was checked)."""
     backend = get_backend(device, "float32")
     cpu64 = get_backend("cpu", "float64")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a broken device shows in the rows
         rows = gradient_rows(device, cpu64) + step_rows(backend, cpu64)
-    return {"device": backend.describe(), "environment": environment(backend), "checks": [asdict(r) for r in rows],
-            "speed": speed(backend, samples, seconds), "passed": all(r.passed for r in rows),
-            "graph": backend.can_capture}
+    return {"device": backend.name, "description": backend.describe(), "environment": environment(backend),
+            "checks": [asdict(r) for r in rows], "graph": backend.can_capture,
+            "speed": speed(backend, samples, seconds), "passed": all(r.passed for r in rows)}
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
     """The report as aligned text: environment, one row per check, the speed line, the verdict."""
     env = report["environment"]
     width = max(map(len, env))
-    lines = [f"gpunet check on {report['device']}", ""]
+    lines = [f"gpunet check on {report['description']}", ""]
     lines += [f"  {k:<{width}}  {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in env.items()]
     rows = report["checks"]
     name_w = max(len(r["name"]) for r in rows)
@@ -199,7 +199,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         value = "not finite" if r["value"] is None else f"{r['value']:.2e}"
         lines.append(f"  {r['name']:<{name_w}}  {value:>9}  {r['tolerance']:>9.0e}  {'PASS' if r['passed'] else 'FAIL'}")
     if not report["graph"]:
-        lines.append(f"  (CUDA-graph replay: not checked, {report['device'].split()[0]} records no graphs)")
+        lines.append(f"  (CUDA-graph replay: not checked, {report['device']} records no graphs)")
     s = report["speed"]
     lines += ["", f"speed: {s['batch_128']:,.0f} samples/s at batch 128, {s['full_batch']:,.0f} samples/s full batch "
                   f"({s['samples']:,} samples, {'-'.join(map(str, s['sizes']))}, {s['dtype']}, momentum)", ""]

@@ -40,12 +40,14 @@ class Strict:
         self.backends.append(StrictBackend(dtype))
         return self.backends[-1]
 
-    def assert_clean(self):
-        """Something ran on the strict device, nothing was converted implicitly, no step read the device."""
-        assert self.backends and self.steps, "nothing ran on the strict device"
+    def assert_clean(self, steps=True):
+        """Something ran on the strict device (training steps too, unless `steps` is False), nothing was converted
+        implicitly, and nothing read the device but `to_numpy`: no step, and no command either."""
+        assert self.backends and (self.steps or not steps), "nothing ran on the strict device"
         refused = [r for b in self.backends for r in b.ledger.refused]
         assert not refused, refused
         assert not self.step_reads, self.step_reads
+        assert self.syncs == 0, f"{self.syncs} implicit device reads (float(), int(), bool(), .item() ...)"
 
     @property
     def syncs(self):
@@ -159,7 +161,6 @@ def test_train_and_resume_on_the_strict_device_match_the_cpu(strict, cpu_run, tm
     assert history(out) == history(cpu_run)  # the strict device computes with NumPy: the same numbers
     assert strict.steps == 20
     strict.assert_clean()
-    assert strict.syncs == 0  # the whole run reads the device through to_numpy only
 
 
 def test_evaluate_predict_and_plot_on_the_strict_device(strict, cpu_run, tmp_path):
@@ -201,7 +202,7 @@ def test_serve_predicts_on_the_strict_device(strict, cpu_run):
         assert response.status_code == 200, response.text
         answers[device] = response.json()
     assert answers["cuda"] == answers["cpu"]
-    assert strict.backends and not [r for b in strict.backends for r in b.ledger.refused]
+    strict.assert_clean(steps=False)
 
 
 @pytest.mark.parametrize("graph", [[], ["--cuda-graph"]])
@@ -223,7 +224,6 @@ def test_check_passes_on_the_strict_device(strict):
     assert any("CUDA graph" in n for n in names) and all(r["passed"] for r in report["checks"])
     assert report["speed"]["batch_128"] > 0 and report["speed"]["full_batch"] > 0
     strict.assert_clean()
-    assert strict.syncs == 0
 
 
 def test_check_fails_on_a_device_that_computes_wrong(strict, monkeypatch):
