@@ -83,8 +83,8 @@ def central_differences(net: MLP, X: Any, Y: Any, name: str, h: float = GRAD_H) 
     return G.reshape(P.shape)
 
 
-def gradient_rows(device: str, cpu64: Backend) -> list[Row]:
-    """Central differences on the device (float64), and the device's float32 gradients against the CPU's."""
+def gradient_rows(device: str, dev32: Backend, cpu64: Backend) -> list[Row]:
+    """Central differences on `device` in float64, and its float32 gradients (`dev32`) against the CPU's."""
     X, y = synthetic(GRAD_SAMPLES, GRAD_SIZES[0], seed=1)
     init = MLP(cpu64, GRAD_SIZES, seed=3).state_dict()
     dev64 = get_backend(device, "float64")
@@ -99,7 +99,6 @@ def gradient_rows(device: str, cpu64: Backend) -> list[Row]:
     ref = MLP.from_state_dict(cpu64, init)
     Xc, Yc, _ = on_device(cpu64, X, y)
     want = ref.backward(ref.forward(Xc), Yc)
-    dev32 = get_backend(device, "float32")
     net32 = MLP.from_state_dict(dev32, init)
     X32, Y32, _ = on_device(dev32, X, y)
     got = {k: dev32.to_numpy(v).astype(np.float64) for k, v in net32.backward(net32.forward(X32), Y32).items()}
@@ -180,7 +179,7 @@ def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0)
     backend = get_backend(device, "float32")
     cpu64 = get_backend("cpu", "float64")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a broken device shows in the rows
-        rows = gradient_rows(device, cpu64) + step_rows(backend, cpu64)
+        rows = gradient_rows(device, backend, cpu64) + step_rows(backend, cpu64)
     return {"device": backend.name, "description": backend.describe(), "environment": environment(backend),
             "checks": [asdict(r) for r in rows], "graph": backend.can_capture,
             "speed": speed(backend, samples, seconds), "passed": all(r.passed for r in rows)}

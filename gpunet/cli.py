@@ -291,7 +291,8 @@ def check(
     typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
     failed = [r for r in report["checks"] if not r["passed"]]
     for r in failed:
-        typer.echo(f"FAIL: {r['name']}: {r['value']} (tolerance {r['tolerance']:g})", err=True)
+        value = "not finite" if r["value"] is None else f"{r['value']:.2e}"
+        typer.echo(f"FAIL: {r['name']}: {value} (tolerance {r['tolerance']:g})", err=True)
     if failed:
         raise typer.Exit(1)
 
