@@ -58,6 +58,30 @@ class Backend:
         """out[i] = a[idx[i]]: gather a batch into a preallocated array (idx must be in range)."""
         return self.xp.take(a, idx, axis=0, out=out)
 
+    # The equations' products, with GEMM's alpha and beta: a scale folded into alpha (the loss's 1/m) or an
+    # accumulation into beta (momentum's v := mu v + dW) saves a pass over memory each where BLAS is called
+    # directly (CpuBackend, CudaBackend). These plain `xp` versions are the reference the others must match.
+
+    def gemm(self, A: Any, B: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
+        """out := alpha A @ B + beta out   # (m, k) @ (k, n) -> (m, n)"""
+        if beta:
+            out *= beta / alpha
+            out += self.xp.matmul(A, B)
+        else:
+            self.xp.matmul(A, B, out=out)
+        if alpha != 1:
+            out *= alpha
+        return out
+
+    def colsum(self, M: Any, ones: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
+        """out := alpha 1^T M + beta out   # (m, n) -> (n,), ones (m,): the sum over the batch"""
+        return self.gemm(ones[None, :], M, out[None, :], alpha, beta)[0]
+
+    def axpy(self, a: Any, x: Any, y: Any, tmp: Any) -> Any:
+        """y += a x, through `tmp` (`a` may be a 0-d device array, as in a CUDA graph)."""
+        y += self.xp.multiply(x, a, out=tmp)
+        return y
+
     def capture(self, fn: Callable[[], None]) -> Callable[[], None]:
         """Record the device work of `fn()` as a replayable graph (only where `can_capture`)."""
         raise NotImplementedError(f"{self.name} cannot record graphs")
@@ -69,6 +93,10 @@ class Backend:
     def versions(self) -> dict[str, str]:
         """Versions of the array libraries this backend runs on."""
         return {"numpy": np.__version__}
+
+    def hardware(self) -> dict[str, str]:
+        """The accelerator this backend runs on, for `gpunet check` (nothing beyond the host's CPU here)."""
+        return {}
 
 
 class CpuBackend(Backend):
@@ -86,6 +114,20 @@ class CpuBackend(Backend):
         # NumPy buffers `out` in its default mode="raise"; with in-range indices "wrap" is the same, unbuffered.
         return np.take(a, idx, axis=0, out=out, mode="wrap")
 
+    def gemm(self, A: Any, B: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
+        # Column-major BLAS sees the row-major `out` as out.T = B.T @ A.T.
+        (b, tb), (a, ta) = _colmajor(B.T), _colmajor(A.T)
+        _fblas(out.dtype, "gemm")(alpha, b, a, beta=beta, c=out.T, trans_a=tb, trans_b=ta, overwrite_c=1)
+        return out
+
+    def colsum(self, M: Any, ones: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
+        _fblas(out.dtype, "gemv")(alpha, M.T, ones, beta=beta, y=out, overwrite_y=1)  # M.T is column-major (n, m)
+        return out
+
+    def axpy(self, a: Any, x: Any, y: Any, tmp: Any) -> Any:
+        _fblas(y.dtype, "axpy")(x.reshape(-1), y.reshape(-1), a=a)  # in place on contiguous y
+        return y
+
     def describe(self) -> str:
         return f"cpu (NumPy {np.__version__}, {self.dtype})"
 
@@ -95,6 +137,12 @@ class CudaBackend(Backend):
 
     name = "cuda"
     can_capture = True
+
+    def __init__(self, xp: ModuleType, dtype: Any = np.float32):
+        super().__init__(xp, dtype)
+        import cupy.cublas  # a submodule that `import cupy` leaves out
+
+        self.cublas = cupy.cublas
 
     def to_numpy(self, a: Any) -> np.ndarray:
         return a.get()
@@ -134,12 +182,42 @@ class CudaBackend(Backend):
         replay.kept = kept  # type: ignore[attr-defined]  # owned by the replay function, freed with it
         return replay
 
+    def gemm(self, A: Any, B: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
+        (a, ta), (b, tb) = _rowmajor(A), _rowmajor(B)
+        return self.cublas.gemm(ta, tb, a, b, out=out, alpha=alpha, beta=beta)
+
+    def colsum(self, M: Any, ones: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
+        return self.cublas.gemv("T", M, ones, out=out, alpha=alpha, beta=beta)
+
     def describe(self) -> str:
         info = gpu_info(self.xp)
         return f"cuda ({info['name']}, CuPy {self.xp.__version__}, {self.dtype})"
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "cupy": self.xp.__version__}
+
+    def hardware(self) -> dict[str, str]:
+        g = gpu_info(self.xp)
+        return {"gpu": f"{g['name']}, {g['memory_gib']} GiB ({g['free_gib']} free), compute capability "
+                       f"{g['compute_capability']}",
+                "cuda": f"runtime {g['cuda_runtime']}, driver supports {g['cuda_driver']}"}
+
+
+def _fblas(dtype: np.dtype, name: str) -> Callable[..., Any]:
+    """SciPy's BLAS routine `name` (gemm, gemv, axpy) for `dtype`."""
+    from scipy.linalg import blas
+
+    return blas.get_blas_funcs(name, dtype=dtype)
+
+
+def _colmajor(M: Any) -> tuple[Any, int]:
+    """(F, trans) with op(F) == M and F column-major, for SciPy's BLAS."""
+    return (M, 0) if M.flags.f_contiguous else (M.T, 1)
+
+
+def _rowmajor(M: Any) -> tuple[Any, str]:
+    """(R, trans) with op(R) == M and R row-major, for cupy.cublas."""
+    return (M, "N") if M.flags.c_contiguous else (M.T, "T")
 
 
 def get_backend(device: str = "auto", dtype: str = "float32") -> Backend:

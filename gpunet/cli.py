@@ -272,6 +272,31 @@ def bench(
         run_bench(device.value, batch_sizes, epochs or 5, limit or 0, contenders, memory, cuda_graph, json_out)
 
 
+@app.command()
+@user_errors
+def check(
+    device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+    seconds: float = typer.Option(2.0, min=0.0, help="Seconds the speed line times (half per batch size)."),
+    samples: int = typer.Option(60_000, min=128, help="Synthetic samples of the speed line (MNIST's 60,000)."),
+) -> None:
+    """Check gpunet on this machine: environment, gradients against central differences, float32 against a
+    float64 CPU reference, 20 training steps against the CPU, CUDA-graph replay against eager steps (cuda), and
+    a speed line. Exit 0 only when every check passes, 1 when one fails."""
+    import json
+
+    from gpunet.check import report_lines, run_check
+
+    report = run_check(device.value, samples, seconds)
+    typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
+    failed = [r for r in report["checks"] if not r["passed"]]
+    for r in failed:
+        value = "not finite" if r["value"] is None else f"{r['value']:.2e}"
+        typer.echo(f"FAIL: {r['name']}: {value} (tolerance {r['tolerance']:g})", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Find, download and verify the datasets (mnist, fashion-mnist).")
 app.add_typer(data_app, name="data")
 

@@ -35,7 +35,6 @@ from typing import Any, Callable
 import numpy as np
 
 from gpunet.backend import Backend
-from gpunet.blas import Blas
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 
@@ -105,7 +104,7 @@ class MLP:
         self._load(backend, host)
 
     def _load(self, backend: Backend, state: dict[str, np.ndarray]) -> None:
-        self.backend, self.blas = backend, Blas(backend)
+        self.backend = backend
         self.sizes = sizes_of(state)
         self.L = len(self.sizes) - 1
         self.W = [None] + [backend.asarray(np.array(state[f"W{l}"])) for l in range(1, self.L + 1)]
@@ -120,7 +119,7 @@ class MLP:
 
     def forward(self, X: Array, ws: Workspace | None = None) -> Workspace:
         """X (m, 784) -> ws with A[0] = X and Z[1], A[1], ..., Z[L], A[L] (A[L] = softmax probabilities)."""
-        xp, gemm = self.backend.xp, self.blas.gemm
+        xp, gemm = self.backend.xp, self.backend.gemm
         ws = ws or self.workspace(X.shape[0])
         ws.A[0] = X
         for l in range(1, self.L + 1):
@@ -134,14 +133,14 @@ class MLP:
 
     def rowsum(self, M: Array, ws: Workspace) -> Callable[[], Array]:
         """M 1 into ws.rowsum (m, 1), as a function: softmax sums its exponentials through it."""
-        return lambda: self.blas.gemm(M, ws.ones[:M.shape[1], None], out=ws.rowsum)
+        return lambda: self.backend.gemm(M, ws.ones[:M.shape[1], None], out=ws.rowsum)
 
     def backward(self, ws: Workspace, Y: Array, dW: list[Array] | None = None, db: list[Array] | None = None,
                  beta: Any = 0.0) -> dict[str, Array]:
         """Gradients of the mean cross-entropy, Y one-hot (m, 10), after `forward(X, ws)`: into ws.dW, ws.db,
         or with beta != 0 added into dW[l] := beta dW[l] + dJ/dW_l (momentum's v := mu v + dW in the product).
         Returns them named dW1, db1, ..."""
-        xp, gemm, colsum = self.backend.xp, self.blas.gemm, self.blas.colsum
+        xp, gemm, colsum = self.backend.xp, self.backend.gemm, self.backend.colsum
         dW, db, L = dW or ws.dW, db or ws.db, self.L
         ones = ws.ones[:ws.m]
         dZ = xp.subtract(ws.A[L], Y, out=ws.dZ[L])  # dZ_L = (A_L - Y) / m   (m, 10), the 1/m folded into alpha
@@ -162,7 +161,7 @@ class MLP:
         ws = ws or Workspace(xp, AL.shape[1:], AL.shape[0], AL.dtype)  # the loss's arrays only
         dt = ws.J.dtype
         AY = xp.multiply(AL, Y, out=ws.AY)
-        p = self.blas.gemm(AY, ws.ones[:AY.shape[1], None], out=ws.p[:, None])[:, 0]  # (m,) row sums
+        p = self.backend.gemm(AY, ws.ones[:AY.shape[1], None], out=ws.p[:, None])[:, 0]  # (m,) row sums
         xp.maximum(p, np.finfo(dt).tiny, out=p)
         J = xp.sum(xp.log(p, out=p), out=ws.J)
         J /= -ws.m

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from gpunet.backend import Backend
-from gpunet.blas import Blas
 
 OPTIMIZERS = ("gd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -39,7 +38,7 @@ class Optimizer:
     decay = 0.0  # the smallest factor by which a state entry shrinks in one step (0: no state)
 
     def __init__(self, backend: Backend, params: dict[str, Any]):
-        self.backend, self.blas = backend, Blas(backend)
+        self.backend = backend
         self.t = 0  # steps taken
         self.state = {f"{s}.{k}": backend.xp.zeros_like(v) for s in self.slots for k, v in params.items()}
         self.tmp = {k: backend.xp.empty_like(v) for k, v in params.items()}  # scratch, not state
@@ -72,7 +71,7 @@ class Optimizer:
             self.update(k, P, grads[f"d{k}"], *coefs)
 
     def update(self, k: str, P: Any, dP: Any, lr: Any) -> None:
-        self.blas.axpy(-lr, dP, P, self.tmp[k])  # P := P - lr dP
+        self.backend.axpy(-lr, dP, P, self.tmp[k])  # P := P - lr dP
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Host copies of the state, for checkpoints."""
@@ -108,7 +107,7 @@ class Momentum(Optimizer):
         if dP is not v:  # unless the gradient product already did v := mu v + dP
             v *= self.mu
             v += dP
-        self.blas.axpy(-lr, v, P, self.tmp[k])  # P := P - lr v
+        self.backend.axpy(-lr, v, P, self.tmp[k])  # P := P - lr v
 
 
 class Adam(Optimizer):

@@ -13,7 +13,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from gpunet.backend import Backend, gpu_info
+from gpunet.backend import Backend
 from gpunet.datasets import NUM_CLASSES
 
 
@@ -40,10 +40,7 @@ def machine(backend: Backend, torch_threads: int | None) -> dict[str, Any]:
         import torch
 
         info["pytorch"] = f"{torch.__version__} ({torch_threads} threads)"
-    if backend.name == "cuda":
-        g = gpu_info(backend.xp)
-        info["gpu"] = f"{g['name']}, {g['memory_gib']} GiB, CUDA runtime {g['cuda_runtime']}"
-        info["cupy"] = backend.xp.__version__
+    info.update(backend.hardware())  # the GPU and CUDA versions, on cuda
     info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     return info
 
