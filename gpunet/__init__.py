@@ -1,3 +1,14 @@
 """gpunet: a 784-h-10 network for MNIST with hand-derived gradients, on NumPy or CuPy."""
 
+from typing import Any
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """`gpunet.MLPClassifier`, imported on first use, so `import gpunet` does not import scikit-learn."""
+    if name == "MLPClassifier":
+        from gpunet.estimator import MLPClassifier
+
+        return MLPClassifier
+    raise AttributeError(f"module 'gpunet' has no attribute {name!r}")
