@@ -305,12 +305,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         B = self._batch(n)
         perm = None if B == n else backend.permutation(n, (seed, epoch))
         loss_sum, _ = step.zero_sums()
-        for s in range(math.ceil(n / B)):
-            step(None if perm is None else perm[s * B:(s + 1) * B], lr_of_step(s))
-        sums = [loss_sum / n]
-        if val is not None:
-            sums.append((self._net.predict(val[0]) == val[1]).mean())
-        values = backend.to_numpy(xp.stack(sums).astype(xp.float64)).tolist()  # the epoch's one device read
+        # A diverging run overflows; the check below reports it, so NumPy's warnings would only be noise.
+        with np.errstate(over="ignore", invalid="ignore"):
+            for s in range(math.ceil(n / B)):
+                step(None if perm is None else perm[s * B:(s + 1) * B], lr_of_step(s))
+            sums = [loss_sum / n]
+            if val is not None:
+                sums.append((self._net.predict(val[0]) == val[1]).mean())
+            values = backend.to_numpy(xp.stack(sums).astype(xp.float64)).tolist()  # the epoch's one device read
         loss = values[0]
         if not math.isfinite(loss):
             raise ValueError(f"the training loss became {loss} at epoch {epoch}; lower learning_rate_init "
