@@ -1,7 +1,7 @@
 """gpunet.MLPClassifier against sklearn.neural_network.MLPClassifier: fit seconds and test accuracy.
 
     python -m gpunet.bench_sklearn [--epochs-mnist 5] [--epochs-digits 30] [--repeats 3] [--threads N]
-                                   [--data-dtype float32|float64]
+                                   [--data-dtype float32|float64] [--mnist-train 20000]
 
 Both fit the same architecture (n_features -> 128 ReLU -> n_classes softmax) with the same recipe: SGD with
 momentum 0.9 (classical, not Nesterov), constant learning rate 0.1, batch 128, shuffled every epoch, no L2
@@ -9,7 +9,7 @@ penalty, a fixed number of epochs (tol and n_iter_no_change set so neither stops
 float32 by default, which scikit-learn keeps in float32, so both compute in the same precision; with
 `--data-dtype float64` scikit-learn computes in float64 and gpunet (dtype="float32") still in float32. Datasets: MNIST (the first 20,000 training images, the
 full 10,000 test images; pixels / 255) and scikit-learn's digits (pixels / 16; a stratified 75/25 split).
-Each fit runs once to warm up, then `repeats` times; the table shows the median seconds and the last test
+Each fit runs once to warm up, then the contenders take turns `repeats` times; the table shows the median seconds and the last test
 accuracy, and gpunet's speed-up over scikit-learn. With a usable GPU, gpunet on cuda is timed too.
 """
 
@@ -90,19 +90,25 @@ def contenders(epochs: int, cuda: bool) -> dict[str, Callable[[], Any]]:
     return makers
 
 
-def time_fit(make: Callable[[], Any], data: tuple[np.ndarray, ...], repeats: int) -> tuple[float, float]:
-    """(median fit seconds over `repeats` after a warm-up fit, test accuracy of the last fit)."""
+def time_fits(makers: dict[str, Callable[[], Any]], data: tuple[np.ndarray, ...],
+              repeats: int) -> dict[str, tuple[float, float]]:
+    """name -> (median fit seconds, test accuracy of the last fit). After a warm-up fit each, the contenders
+    take turns `repeats` times, so a change in the machine's load falls on all of them alike."""
     X_tr, X_te, y_tr, y_te = data
-    seconds = []
+    seconds: dict[str, list[float]] = {name: [] for name in makers}
+    fitted: dict[str, Any] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ConvergenceWarning: the epochs are fixed on purpose
         for i in range(repeats + 1):
-            clf = make()
-            t0 = time.perf_counter()
-            clf.fit(X_tr, y_tr)  # gpunet's fit ends with a device -> host copy of the weights: synchronised
-            if i:
-                seconds.append(time.perf_counter() - t0)
-    return statistics.median(seconds), float(np.mean(clf.predict(X_te) == y_te))
+            for name, make in makers.items():
+                clf = make()
+                t0 = time.perf_counter()
+                clf.fit(X_tr, y_tr)  # gpunet's fit ends with a device -> host copy of the weights: synchronised
+                if i:
+                    seconds[name].append(time.perf_counter() - t0)
+                fitted[name] = clf
+    return {name: (statistics.median(seconds[name]), float(np.mean(fitted[name].predict(X_te) == y_te)))
+            for name in makers}
 
 
 def cuda_usable() -> bool:
@@ -121,6 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs-mnist", type=int, default=5)
     parser.add_argument("--epochs-digits", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--mnist-train", type=int, default=20000, help="MNIST training images used.")
     parser.add_argument("--threads", type=int, default=0, help="Limit the BLAS threads (0: leave as is).")
     parser.add_argument("--data-dtype", choices=("float32", "float64"), default="float32",
                         help="The features' float type as both classifiers receive them.")
@@ -138,12 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"recipe: {HIDDEN} hidden ReLU, SGD momentum {MOMENTUM}, lr {LR}, batch {BATCH}, no L2, "
           f"{args.data_dtype} data")
     print(f"{'dataset':<10} {'epochs':>6} {'contender':<12} {'fit s':>8} {'test acc':>9} {'speed-up':>9}")
-    for name, data in datasets(args.data_dtype).items():
+    for name, data in datasets(args.data_dtype, args.mnist_train).items():
         epochs = args.epochs_digits if name == "digits" else args.epochs_mnist
-        base = None
-        for who, make in contenders(epochs, cuda).items():
-            seconds, acc = time_fit(make, data, args.repeats)
-            base = base or seconds
+        results = time_fits(contenders(epochs, cuda), data, args.repeats)
+        base = results["sklearn cpu"][0]
+        for who, (seconds, acc) in results.items():
             print(f"{name:<10} {epochs:>6} {who:<12} {seconds:>8.3f} {100 * acc:>8.2f}% {base / seconds:>8.2f}x",
                   flush=True)
 

@@ -179,6 +179,19 @@ def test_import_gpunet_does_not_import_sklearn():
     assert out.strip() == "True"
 
 
+def test_bench_against_sklearn_prints_the_table(capsys):
+    from gpunet.bench_sklearn import main
+
+    main(["--epochs-mnist", "1", "--epochs-digits", "2", "--repeats", "1", "--mnist-train", "2000"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("CPU: ") and "float32 data" in lines[1]
+    rows = [line.split() for line in lines[3:]]
+    assert [(r[0], r[-5]) for r in rows if r[-5] == "sklearn"] == [("mnist", "sklearn"), ("digits", "sklearn")]
+    for row in rows:
+        assert row[-4] in ("cpu", "cuda") and float(row[-3]) > 0 and row[-1].endswith("x")
+        assert 50 < float(row[-2].rstrip("%")) <= 100  # one epoch already learns: test accuracy, not chance
+
+
 @pytest.mark.gpu
 def test_cupy_arrays_stay_on_the_gpu(gpu, digits):
     cupy = gpu.xp
