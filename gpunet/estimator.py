@@ -26,7 +26,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 
 from gpunet.backend import DEVICES, DTYPES, Backend, get_backend
 from gpunet.model import MLP, one_hot
-from gpunet.optim import OPTIMIZERS, SCHEDULES, Optimizer, learning_rate, make_optimizer
+from gpunet.optim import OPTIMIZERS, SCHEDULES, learning_rate, make_optimizer
 from gpunet.step import TrainStep
 
 Array = Any  # numpy.ndarray or cupy.ndarray
