@@ -297,6 +297,24 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command()
+@user_errors
+def export(
+    model: Path = typer.Argument(..., help="A model.npz or a run directory."),
+    onnx_out: Path = typer.Option(..., "--onnx", help="Write the network here as an ONNX graph."),
+) -> None:
+    """Export a model as ONNX (Gemm, Relu, Softmax) with its class names as metadata (needs the onnx extra)."""
+    from gpunet.backend import get_backend
+    from gpunet.export import OPSET, save_onnx
+    from gpunet.store import load_model
+
+    net, header = load_model(model, get_backend("cpu"))
+    save_onnx(onnx_out, net.state_dict(), header["classes"],
+              {"dataset": header["dataset"], "input_scale": header.get("pixel_scale", "x / 255")})
+    typer.echo(f"saved {onnx_out} (ONNX opset {OPSET}, input 'input' (N, {net.sizes[0]}) float32 pixels "
+               f"{header.get('pixel_scale', 'x / 255')}, output 'probabilities' (N, {net.sizes[-1]}))")
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Find, download and verify the datasets (mnist, fashion-mnist).")
 app.add_typer(data_app, name="data")
 

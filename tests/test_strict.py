@@ -275,3 +275,24 @@ def test_check_passes_on_the_gpu(gpu):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert any("CUDA graph" in r["name"] for r in report["checks"]) and "gpu" in report["environment"]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_estimator_on_the_strict_device(strict, monkeypatch):
+    """MLPClassifier(device="cuda") fits and predicts with no implicit transfer and no sync, as on the CPU."""
+    pytest.importorskip("sklearn")
+    from sklearn.datasets import load_digits
+
+    import gpunet.estimator
+
+    monkeypatch.setattr(gpunet.estimator, "get_backend", strict.get_backend)
+    X, y = load_digits(return_X_y=True)
+    X = X / 16
+    params = dict(max_iter=5, random_state=0, batch_size=64)
+    on_strict = gpunet.estimator.MLPClassifier(device="cuda", **params).fit(X, y)
+    on_cpu = gpunet.estimator.MLPClassifier(device="cpu", **params).fit(X, y)
+    proba = on_strict.predict_proba(X)
+    strict.assert_clean()
+    assert isinstance(proba, np.ndarray) and on_strict.score(X, y) > 0.9
+    np.testing.assert_allclose(proba, on_cpu.predict_proba(X), atol=1e-4)
+    np.testing.assert_allclose(on_strict.loss_curve_, on_cpu.loss_curve_, rtol=1e-4)
