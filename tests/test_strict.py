@@ -277,7 +277,7 @@ def test_check_passes_on_the_gpu(gpu):
     assert any("CUDA graph" in r["name"] for r in report["checks"]) and "gpu" in report["environment"]
 
 
-@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")
 def test_estimator_on_the_strict_device(strict, monkeypatch):
     """MLPClassifier(device="cuda") fits and predicts with no implicit transfer and no sync, as on the CPU."""
     pytest.importorskip("sklearn")
