@@ -59,7 +59,8 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(t
     for k in a:
         assert np.array_equal(a[k], b[k]), k
     assert history(whole) == history(split)
-    opt_a, opt_b = load_checkpoint(whole / "checkpoint.npz").optimizer, load_checkpoint(split / "checkpoint.npz").optimizer
+    opt_a = load_checkpoint(whole / "checkpoint.npz").optimizer
+    opt_b = load_checkpoint(split / "checkpoint.npz").optimizer
     for k in opt_a:
         assert np.array_equal(opt_a[k], opt_b[k]), k
 
