@@ -22,7 +22,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from gpunet import MLPClassifier  # noqa: E402
 from gpunet.backend import get_backend  # noqa: E402
 from gpunet.config import load_config  # noqa: E402
-from gpunet.data import load_mnist, to_features  # noqa: E402
+from gpunet.data import to_features  # noqa: E402
 from gpunet.store import load_model  # noqa: E402
 from gpunet.train import train  # noqa: E402
 
@@ -42,9 +42,9 @@ def digits():
     return train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
 
 
-def test_fit_is_gpunet_train(tmp_path):
+def test_fit_is_gpunet_train(tmp_path, mnist):
     """Same seed, recipe and data: the estimator's weights and losses are those `gpunet train` produces."""
-    train_split, test_split = load_mnist()
+    train_split, test_split = mnist
     cfg = load_config(overrides={"limit": 2000, "epochs": 2, "batch_size": 64, "lr": 0.1})
     cfg = type(cfg)(**{**cfg.as_dict(), "schedule": "constant"})
     metrics = train(cfg, get_backend("cpu"), train_split, test_split, tmp_path)

@@ -13,20 +13,13 @@ ort = pytest.importorskip("onnxruntime")
 
 from gpunet.backend import get_backend  # noqa: E402
 from gpunet.cli import app  # noqa: E402
-from gpunet.config import load_config  # noqa: E402
-from gpunet.data import load_mnist, to_features  # noqa: E402
+from gpunet.data import to_features  # noqa: E402
 from gpunet.datasets import class_names  # noqa: E402
 from gpunet.export import INPUT, OPSET, OUTPUT, save_onnx, to_onnx  # noqa: E402
 from gpunet.model import MLP  # noqa: E402
 from gpunet.store import load_model  # noqa: E402
-from gpunet.train import train  # noqa: E402
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +28,9 @@ def test_images(mnist):
 
 
 @pytest.fixture(scope="module")
-def trained(mnist, tmp_path_factory):
-    """A model.npz trained for one epoch on 2,000 images."""
-    out = tmp_path_factory.mktemp("run")
-    train(load_config(overrides={"limit": 2000, "epochs": 1}), get_backend("cpu"), *mnist, out)
-    return out / "model.npz"
+def model_file(trained_run):
+    """The session's trained model.npz (tests/conftest.py)."""
+    return trained_run / "model.npz"
 
 
 def run_onnx(path, X):
@@ -72,12 +63,12 @@ def test_onnxruntime_matches_gpunet_on_1000_test_images(tmp_path, test_images, s
     np.testing.assert_array_equal(P.argmax(axis=1), expected.argmax(axis=1))
 
 
-def test_cli_export_of_a_trained_model(tmp_path, trained, test_images):
+def test_cli_export_of_a_trained_model(tmp_path, model_file, test_images):
     out = tmp_path / "model.onnx"
-    result = runner.invoke(app, ["export", str(trained), "--onnx", str(out)])
+    result = runner.invoke(app, ["export", str(model_file), "--onnx", str(out)])
     assert result.exit_code == 0, result.output
     assert f"opset {OPSET}" in result.stdout and out.exists()
-    net, header = load_model(trained, get_backend("cpu"))
+    net, header = load_model(model_file, get_backend("cpu"))
     P = run_onnx(out, test_images)
     expected = net.predict_proba(test_images)
     np.testing.assert_allclose(P, expected, atol=1e-5, rtol=0)
@@ -86,11 +77,11 @@ def test_cli_export_of_a_trained_model(tmp_path, trained, test_images):
     assert json.loads(props["classes"]) == header["classes"] and props["dataset"] == "mnist"
 
 
-def test_cli_export_errors(tmp_path, trained, monkeypatch):
+def test_cli_export_errors(tmp_path, model_file, monkeypatch):
     result = runner.invoke(app, ["export", str(tmp_path / "missing.npz"), "--onnx", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and "not found" in result.stderr
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the onnx extra were not installed
-    result = runner.invoke(app, ["export", str(trained), "--onnx", str(tmp_path / "m.onnx")])
+    result = runner.invoke(app, ["export", str(model_file), "--onnx", str(tmp_path / "m.onnx")])
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == "error: ONNX export needs the onnx package: pip install 'gpunet[onnx]'"
     assert "Traceback" not in result.output and not (tmp_path / "m.onnx").exists()

@@ -1,22 +1,13 @@
-"""The IDX reader on bytes the tests make, and the bundled MNIST against known facts."""
+"""The IDX reader on bytes the tests make: good, truncated, wrong magic, gzip and digest checks."""
 
 import gzip
-import hashlib
-import struct
 
 import numpy as np
 import pytest
 
-from gpunet.data import load_mnist
-from gpunet.datasets import DataFile, Dataset
-from gpunet.idx import parse_idx, read_idx
-from gpunet.locate import read_copy
 from gpunet.errors import GpunetError
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + \
-        array.astype(np.uint8).tobytes()
+from gpunet.idx import parse_idx, read_idx
+from helpers import idx_bytes
 
 
 def test_parse_good_images_and_labels(rng):
@@ -51,27 +42,3 @@ def test_read_idx_gz_and_digest(tmp_path):
     path.write_bytes(gzip.compress(raw)[:-10])
     with pytest.raises(GpunetError, match=str(path)):
         read_idx(path)
-
-
-def test_label_out_of_range_is_refused(tmp_path, rng):
-    arrays = {"train-images-idx3-ubyte": rng.integers(0, 256, (3, 28, 28)),
-              "train-labels-idx1-ubyte": np.array([1, 12, 3]),
-              "t10k-images-idx3-ubyte": rng.integers(0, 256, (1, 28, 28)),
-              "t10k-labels-idx1-ubyte": np.array([0])}
-    files = []
-    for name, a in arrays.items():
-        raw = idx_bytes(a)
-        (tmp_path / f"{name}.gz").write_bytes(gzip.compress(raw))
-        files.append(DataFile(name, "", 0, hashlib.sha256(raw).hexdigest()))
-    ds = Dataset("digits", "test digits", tuple("0123456789"), (), tuple(files))
-    with pytest.raises(GpunetError, match=r"train-labels-idx1-ubyte\.gz: label 12 is out of range 0\.\.9"):
-        read_copy(ds, tmp_path)
-
-
-def test_bundled_mnist_matches_known_facts():
-    train, test = load_mnist()
-    assert train.images.shape == (60000, 28, 28) and test.images.shape == (10000, 28, 28)
-    assert train.images.dtype == np.uint8
-    assert train.labels[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
-    assert np.bincount(train.labels).tolist() == [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
-    assert np.bincount(test.labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

@@ -15,18 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install -e '.[serve]'")
 from fastapi.testclient import TestClient  # noqa: E402  (Starlette's client needs httpx2, in the test extra)
 from PIL import Image  # noqa: E402
 
 from gpunet.backend import get_backend  # noqa: E402
-from gpunet.cli import app  # noqa: E402
-from gpunet.data import load_mnist  # noqa: E402
 from gpunet.preprocess import to_mnist  # noqa: E402
 from gpunet.serve import MAX_BODY, create_app, describe_model, find_model  # noqa: E402
 from gpunet.store import load_model  # noqa: E402
+from helpers import cli  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -35,33 +33,20 @@ WAIT_MS = 30_000  # generous: the page answers in well under a second, CI machin
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A run directory under runs/ of a scratch folder, trained to ~94% in a few seconds.
-
-    Three epochs on 10,000 digits recognise a drawn 1 and 0 reliably (checked by the browser test)."""
-    root = tmp_path_factory.mktemp("serve")
-    out = root / "runs" / "20240101-000000"
-    result = CliRunner().invoke(app, ["train", "--device", "cpu", "--epochs", "3", "--limit", "10000",
-                                      "--no-plots", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture(scope="module")
-def client(run_dir):
-    net, header = load_model(run_dir / "model.npz", get_backend("cpu"))
-    with TestClient(create_app(net, describe_model(run_dir / "model.npz", net, header))) as c:
+def client(trained_run):
+    net, header = load_model(trained_run / "model.npz", get_backend("cpu"))
+    with TestClient(create_app(net, describe_model(trained_run / "model.npz", net, header))) as c:
         yield c
 
 
 @pytest.fixture(scope="module")
-def net(run_dir):
-    return load_model(run_dir / "model.npz", get_backend("cpu"))[0]
+def net(trained_run):
+    return load_model(trained_run / "model.npz", get_backend("cpu"))[0]
 
 
 @pytest.fixture(scope="module")
-def test_digits():
-    split = load_mnist()[1]
+def test_digits(mnist):
+    split = mnist[1]
     return split.images[:5], split.labels[:5]  # (5, 28, 28) uint8, (5,)
 
 
@@ -84,9 +69,9 @@ def expected(net, image: Image.Image) -> tuple[np.ndarray, np.ndarray]:
 
 # The API ---------------------------------------------------------------------------------------------------------
 
-def test_model_description(client, run_dir):
+def test_model_description(client, trained_run):
     info = client.get("/api/model").json()
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics = json.loads((trained_run / "metrics.json").read_text())
     assert info["sizes"] == [784, 128, 10]
     assert info["dataset"] == "mnist" and info["classes"] == [str(d) for d in range(10)]
     assert info["test_accuracy"] == metrics["test_accuracy"] > 0.9
@@ -174,33 +159,33 @@ def test_newest_run_is_chosen(tmp_path):
 
 def test_no_model_says_how_to_train(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(app, ["serve"])
+    result = cli("serve")
     assert result.exit_code == 2
     assert "gpunet train" in result.output and "Traceback" not in result.output
 
 
 def test_damaged_model_is_refused(tmp_path):
     (tmp_path / "model.npz").write_bytes(b"not a zip")
-    result = CliRunner().invoke(app, ["serve", str(tmp_path / "model.npz")])
+    result = cli("serve", tmp_path / "model.npz")
     assert result.exit_code == 2 and "model.npz" in result.output
 
 
-def test_port_in_use_is_one_line(run_dir):
+def test_port_in_use_is_one_line(trained_run):
     import socket
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = CliRunner().invoke(app, ["serve", str(run_dir), "--port", str(port)])
+        result = cli("serve", trained_run, "--port", port)
     assert result.exit_code == 2
     assert f"cannot listen on 127.0.0.1:{port}" in result.output and "--port" in result.output
 
 
-def test_missing_extra_says_how_to_install(run_dir, monkeypatch):
+def test_missing_extra_says_how_to_install(trained_run, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)  # makes `import fastapi` fail
     monkeypatch.delitem(sys.modules, "gpunet.serve")
-    result = CliRunner().invoke(app, ["serve", str(run_dir)])
+    result = cli("serve", trained_run)
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: gpunet serve needs FastAPI and uvicorn (fastapi is missing): pip install -e '.[serve]'"]
@@ -218,10 +203,10 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(run_dir):
+def server(trained_run):
     """`gpunet serve` with no MODEL, run from the folder holding runs/, on a port the OS picks (--port 0)."""
     cmd = [sys.executable, "-m", "gpunet", "serve", "--host", "127.0.0.1", "--port", "0"]
-    proc = subprocess.Popen(cmd, cwd=run_dir.parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen(cmd, cwd=trained_run.parent.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
@@ -244,8 +229,8 @@ def server(run_dir):
             proc.wait()
 
 
-def test_server_answers_over_http(server, run_dir):
-    assert "using the newest run" in server.said[0] and str(Path("runs") / run_dir.name) in server.said[0]
+def test_server_answers_over_http(server, trained_run):
+    assert "using the newest run" in server.said[0] and str(Path("runs") / trained_run.name) in server.said[0]
     assert json.loads(server.get("/api/model"))["sizes"] == [784, 128, 10]
     request = urllib.request.Request(server.url + "api/predict", data=b"junk", method="POST")
     with pytest.raises(urllib.error.HTTPError) as bad:

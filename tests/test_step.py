@@ -3,12 +3,10 @@
 import numpy as np
 import pytest
 
-from gpunet.backend import get_backend
 from gpunet.model import MLP, Buffers, one_hot
 from gpunet.optim import make_optimizer
 from gpunet.step import TrainStep
-
-CPU64 = get_backend("cpu", "float64")
+from helpers import CPU64
 
 
 def dataset(rng, n=50, n_in=784):

@@ -15,7 +15,6 @@ import gpunet.bench.whole
 import gpunet.check
 import gpunet.plots
 from gpunet.cli import app
-from gpunet.data import load_mnist
 from gpunet.step import TrainStep
 from strict import StrictArray, StrictBackend
 
@@ -164,12 +163,12 @@ def test_train_and_resume_on_the_strict_device_match_the_cpu(strict, cpu_run, tm
     strict.assert_clean()
 
 
-def test_evaluate_predict_and_plot_on_the_strict_device(strict, cpu_run, tmp_path):
+def test_evaluate_predict_and_plot_on_the_strict_device(strict, cpu_run, tmp_path, mnist):
     want = cli("evaluate", cpu_run, "--device", "cpu", "--json")
     got = cli("evaluate", cpu_run, "--device", "cuda", "--json")
     assert got.exit_code == 0, got.output
     assert json.loads(got.stdout)["confusion"] == json.loads(want.stdout)["confusion"]
-    digits = load_mnist()[1].images[:3]
+    digits = mnist[1].images[:3]
     paths = []
     for i, digit in enumerate(digits):
         paths.append(tmp_path / f"{i}.png")
@@ -188,13 +187,13 @@ def test_evaluate_predict_and_plot_on_the_strict_device(strict, cpu_run, tmp_pat
     strict.assert_clean()
 
 
-def test_serve_predicts_on_the_strict_device(strict, cpu_run):
+def test_serve_predicts_on_the_strict_device(strict, cpu_run, mnist):
     from fastapi.testclient import TestClient
 
     from gpunet.serve import create_app, describe_model
     from gpunet.store import load_model
 
-    pixels = (load_mnist()[1].images[0] / 255).tolist()
+    pixels = (mnist[1].images[0] / 255).tolist()
     answers = {}
     for device in ("cpu", "cuda"):
         net, header = load_model(cpu_run, gpunet.backend.get_backend(device))
