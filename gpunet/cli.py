@@ -76,7 +76,7 @@ def config_options(fn: Callable[..., Any] | None = None, *, lists: bool = False)
               if p.name != "overrides"]
     for name, key in KEYS.items():
         if lists:
-            kind, help = str, f"{key.help} Comma-separated values sweep it (semicolons between values that hold commas)."
+            kind, help = str, f"{key.help} A list a,b,c sweeps it (a;b;c for values with commas)."
         else:
             kind, help = choice(f"{name}_choice", key.choices) if key.choices else key.cli_type, key.help
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],

@@ -214,11 +214,14 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
     kept = Kept()
     start_epoch, start_step = 1, 0
     if resume is not None:
-        if (resume.meta["train_samples"], resume.meta["dataset"], resume.meta.get("validation")) != \
-                (tr.m, dataset, metrics["validation"]):
-            raise GpunetError(f"the checkpoint was trained on {resume.meta['train_samples']} "
-                              f"{resume.meta['dataset']} samples (validation {resume.meta.get('validation')}), not "
-                              f"{tr.m} {dataset} samples (validation {metrics['validation']}); cannot resume")
+        def rows(m: int, name: str, validation: dict[str, Any] | None) -> str:
+            return f"{m} {name} samples " + (f"(validation rows {validation['indices_sha256'][:12]})"
+                                             if validation else "(no validation split)")
+
+        had = rows(resume.meta["train_samples"], resume.meta["dataset"], resume.meta.get("validation"))
+        if had != rows(tr.m, dataset, metrics["validation"]):
+            raise GpunetError(f"the checkpoint was trained on {had}, not "
+                              f"{rows(tr.m, dataset, metrics['validation'])}; cannot resume")
         try:
             opt.load_state_dict(resume.optimizer)
         except ValueError as e:

@@ -207,3 +207,23 @@ def test_curves_draw_validation_and_label_old_test_curves(tmp_path):
     for name in ("new.png", "old.png"):
         with Image.open(tmp_path / name) as image:
             assert image.format == "PNG" and np.asarray(image.convert("L")).std() > 10
+
+
+def test_resume_refuses_a_checkpoint_with_other_validation_rows(tmp_path, mnist):
+    cpu = get_backend("cpu")
+    train(load_config(overrides={"limit": 300, "epochs": 1, "val_size": 1000}), cpu, *mnist, tmp_path)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.npz")
+    other = load_config(overrides={"limit": 300, "epochs": 2, "val_size": 2000})
+    with pytest.raises(GpunetError, match=r"trained on 300 mnist samples \(validation rows \w{12}\), not 300 mnist "
+                                          r"samples \(validation rows \w{12}\); cannot resume"):
+        train(other, cpu, *mnist, tmp_path, resume=ckpt)
+
+
+def test_train_says_which_epoch_it_kept(tmp_path):
+    result = runner.invoke(app, ["train", "--device", "cpu", "--epochs", "2", "--limit", "500", "--val-size", "1000",
+                                 "--no-plots", "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert (f"test accuracy {100 * metrics['test_accuracy']:.2f}% of the kept model (epoch {metrics['best_epoch']}, "
+            "best on validation) after 2 epochs") in result.stdout
+    assert "| val " in result.stderr
