@@ -167,7 +167,7 @@ def sweep(
     for line in sweep_report(result):
         typer.echo(line)
     if result["status"] == "interrupted":
-        typer.echo(f"interrupted; finished points are kept: run the same command again to continue", err=True)
+        typer.echo("interrupted; finished points are kept: run the same command again to continue", err=True)
         raise typer.Exit(130)
 
 

@@ -114,7 +114,8 @@ def groups(points: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]
         good = [p for p in members if p["val_accuracy"] is not None]
         accs = [p["val_accuracy"] for p in good]
         rows.append({
-            "values": json.loads(key), "seeds": [p["config"]["seed"] for p in members], "diverged": len(members) - len(good),
+            "values": json.loads(key), "seeds": [p["config"]["seed"] for p in members],
+            "diverged": len(members) - len(good),
             "val_accuracy_mean": statistics.fmean(accs) if accs else None,
             "val_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
             "val_loss_mean": statistics.fmean(p["val_loss"] for p in good) if good else None,
@@ -173,7 +174,8 @@ def run_sweep(config: Path | None, values: dict[str, list[Any]], out: Path, work
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every point of the grid `values` (config key -> its values; one value fixes a key) on top of
     `config` into `out`, skipping finished points; write sweep.json, sweep.csv and sweep.png. Returns
-    {"points", "keys" (the swept keys), "status" ("completed" or "interrupted"), "ran", "skipped"}."""
+    {"points", "keys" (the swept keys), "fixed" (the keys given one value), "status" ("completed" or
+    "interrupted")}."""
     if workers < 1:
         raise GpunetError(f"--workers {workers}: give 1 or more processes")
     grid = expand_grid(values)
@@ -225,8 +227,7 @@ def run_sweep(config: Path | None, values: dict[str, list[Any]], out: Path, work
     points = [results[i] for i in sorted(results)]
     write_results(points, keys, out, plot=True)
     return {"points": points, "keys": keys, "fixed": {k: v for k, v in grid[0].items() if k not in keys},
-            "status": status, "ran": len(results) - (len(grid) - len(todo)),
-            "skipped": len(grid) - len(todo)}
+            "status": status}
 
 
 def sweep_report(result: dict[str, Any], top: int = 10) -> list[str]:

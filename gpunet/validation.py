@@ -50,7 +50,7 @@ def hold_out(split: Split, size: int) -> Holdout:
     n = len(split.labels)
     if not 0 < size < n:
         raise GpunetError(f"val_size = {size}: the validation split must be between 1 and {n - 1} of the "
-                          f"{n} training samples (0 turns it off)")
+                          f"{n} training samples; give --val-size N (0 turns it off)")
     rng = np.random.default_rng(VALIDATION_SEED)
     labels = split.labels.astype(np.int64)
     picked = [rng.choice(np.flatnonzero(labels == c), q, replace=False)

@@ -279,7 +279,7 @@ def test_train_on_fashion_mnist_records_dataset_and_class_names(tmp_path, monkey
     run = tmp_path / "run"
     result = runner.invoke(app, ["train", "--device", "cpu", "--dataset", "fashion-mnist", "--data-dir",
                                  str(tmp_path / "files"), "--epochs", "1", "--batch-size", "4", "--no-plots",
-                                 "--out", str(run)])
+                                 "--val-size", "2", "--out", str(run)])
     assert result.exit_code == 0, result.output
     assert json.loads((run / "metrics.json").read_text())["dataset"] == "fashion-mnist"
     _, header = load_model(run / "model.npz", get_backend("cpu"))
