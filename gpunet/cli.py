@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 
 from gpunet.backend import DEVICES
-from gpunet.config import KEYS, parse_value
+from gpunet.config import KEYS, parse_value, parse_values
 from gpunet.datasets import DATASETS
 from gpunet.errors import GpunetError
 from gpunet.version import __version__
@@ -65,16 +65,22 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """gpunet: one copy of hand-derived training equations, run on the CPU or a CUDA GPU."""
 
 
-def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+def config_options(fn: Callable[..., Any] | None = None, *, lists: bool = False) -> Any:
     """Give command `fn` one option per config key (gpunet/config.py); `fn` gets them as `overrides`, a dict of
-    key -> value, None where the option was not given."""
+    key -> value, None where the option was not given. With `lists` (`@config_options(lists=True)`), each option
+    takes comma-separated values and `fn` gets key -> list of values."""
+    if fn is None:
+        return functools.partial(config_options, lists=lists)
     hints = typing.get_type_hints(fn)
     params = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values()
               if p.name != "overrides"]
     for name, key in KEYS.items():
-        kind = choice(f"{name}_choice", key.choices) if key.choices else key.cli_type
+        if lists:
+            kind, help = str, f"{key.help} A list a,b,c sweeps it (a;b;c for values with commas)."
+        else:
+            kind, help = choice(f"{name}_choice", key.choices) if key.choices else key.cli_type, key.help
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                                        default=typer.Option(None, help=key.help)))
+                                        default=typer.Option(None, help=help)))
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -84,7 +90,7 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             if isinstance(value, Enum):
                 value = value.value
             elif isinstance(value, str):
-                value = parse_value(name, value)
+                value = parse_values(name, value) if lists else parse_value(name, value)
             overrides[name] = value
         return fn(*args, overrides=overrides, **kwargs)
 
@@ -126,7 +132,10 @@ def train(
         typer.echo(f"interrupted after epoch {metrics['epoch']} step {metrics['step']}; checkpoint saved; "
                    f"resume with: gpunet train --resume {plan.run_dir}", err=True)
         raise typer.Exit(130)
-    typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after {plan.cfg.epochs} epochs, "
+    kept = (f"epoch {metrics['best_epoch']}, best on validation" if metrics["val_samples"] else
+            "the last epoch; no validation split")
+    typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% of the kept model ({kept}) after "
+               f"{plan.cfg.epochs} epochs, "
                f"{metrics['train_seconds']:.1f} s training ({metrics['wall_seconds']:.1f} s wall) on {backend.name}; "
                f"saved {plan.run_dir}/")
     if plots:
@@ -134,6 +143,32 @@ def train(
 
         paths = plot_run(plan.run_dir, test_split)
         typer.echo(f"plots: {', '.join(p.name for p in paths)}")
+
+
+@app.command()
+@user_errors
+@config_options(lists=True)
+def sweep(
+    overrides: dict[str, Any],
+    out: Path = typer.Option(..., help="The sweep's folder: one run directory per point, sweep.json, sweep.csv, "
+                             "sweep.png. Run the same command again to continue a stopped sweep."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config the grid varies "
+                                          "(default: configs/default.toml)."),
+    workers: int = typer.Option(1, min=1, help="Points trained at once, each in its own process."),
+    device: Device = typer.Option(Device("cpu"), help="cpu, cuda, or auto."),
+    dataset: DatasetName = typer.Option(DatasetName("mnist"), help="The dataset."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
+) -> None:
+    """Train a grid of configs (every combination of the comma-separated values given, e.g. --lr 0.05,0.1
+    --seed 0,1,2) and rank them on the validation split; the test set is never evaluated. Prints the best."""
+    from gpunet.sweep import run_sweep, sweep_report
+
+    result = run_sweep(config, overrides, out, workers, device.value, dataset.value, data_dir, say=typer.echo)
+    for line in sweep_report(result):
+        typer.echo(line)
+    if result["status"] == "interrupted":
+        typer.echo("interrupted; finished points are kept: run the same command again to continue", err=True)
+        raise typer.Exit(130)
 
 
 @app.command()

@@ -93,6 +93,10 @@ class Config:
     dtype: str = _key(_one_of(DTYPES), " | ".join(DTYPES), "Float type of the arrays.", "float32", choices=DTYPES)
     limit: int = _key(_int_at_least(0), "an integer >= 0 (0 = all samples)",
                       "Train on the first N samples only (0 = all).", 0, cli_type=int)
+    val_size: int = _key(_int_at_least(0), "an integer >= 0 (0 = no validation split)",
+                         "Hold out N training samples for validation (stratified, the same rows on every device; "
+                         "the kept model is the best epoch on them; 0 = none, keep the last epoch).", 5000,
+                         cli_type=int)
     checkpoint_every: int = _key(_int_at_least(0), "an integer >= 0 (epochs between checkpoints; 0 = only at the end)",
                                  "Write checkpoint.npz every N epochs (0 = at the end).", 0, cli_type=int)
 
@@ -106,9 +110,17 @@ KEYS: dict[str, Key] = {f.name: f.metadata["key"] for f in fields(Config)}
 def parse_value(key: str, text: str) -> Any:
     """A command-line value of `key` as the config holds it, unchecked; GpunetError when it cannot be read."""
     try:
-        return KEYS[key].parse(text)
+        return (KEYS[key].parse if KEYS[key].cli_type is str else KEYS[key].cli_type)(text)
     except ValueError:
         raise GpunetError(f"--{key.replace('_', '-')} {text!r}: {key} must be {KEYS[key].allowed}") from None
+
+
+def parse_values(key: str, text: str) -> list[Any]:
+    """A comma-separated list of values of `key` (semicolons instead when a value holds commas, e.g. hidden
+    '128;256,128'), each read by `parse_value` and checked, duplicates dropped; GpunetError for a bad one."""
+    texts = text.split(";" if ";" in text else ",")
+    values = [check_value("command line", key, parse_value(key, t.strip())) for t in texts]
+    return [v for i, v in enumerate(values) if v not in values[:i]]
 
 
 def check_value(source: str, key: str, value: Any) -> Any:

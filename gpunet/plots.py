@@ -33,18 +33,29 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def curves(history: list[dict[str, Any]], path: Path) -> Path:
-    """Loss and accuracy per epoch, train and test."""
+CURVES = (("train", "-", "train"), ("val", "-", "validation"),
+          ("test", "--", "test (never used for choices)"))  # split, line style, label; runs before the
+# validation split (gpunet 0.1) have per-epoch test curves
+
+
+def curves(history: list[dict[str, Any]], path: Path, best_epoch: int | None = None) -> Path:
+    """Loss and accuracy per epoch of each split in the history (train and validation), the kept epoch marked."""
     epochs = [r["epoch"] for r in history]
     fig = Figure(figsize=(11, 4.2), layout="constrained")
     loss_ax, acc_ax = fig.subplots(1, 2)
-    for split, style in (("train", "-"), ("test", "--")):
-        loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split, marker="." * (len(epochs) < 40))
-        acc_ax.plot(epochs, [100 * r[f"{split}_accuracy"] for r in history], style, label=split,
-                    marker="." * (len(epochs) < 40))
+    marker = "." * (len(epochs) < 40)
+    for split, style, label in CURVES:
+        if f"{split}_loss" in history[0]:
+            loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=label, marker=marker)
+            acc_ax.plot(epochs, [100 * r[f"{split}_accuracy"] for r in history], style, label=label, marker=marker)
     loss_ax.set(title="Cross-entropy loss", xlabel="epoch", ylabel="mean loss (log scale)", yscale="log")
-    best = max(100 * r["test_accuracy"] for r in history)
-    acc_ax.set(title=f"Accuracy (best test {best:.2f}%)", xlabel="epoch", ylabel="accuracy (%)")
+    title = "Accuracy"
+    if best_epoch and "val_accuracy" in history[0]:
+        best = next(r for r in history if r["epoch"] == best_epoch)
+        title += f" (kept: epoch {best_epoch}, validation {100 * best['val_accuracy']:.2f}%)"
+        for ax in (loss_ax, acc_ax):
+            ax.axvline(best_epoch, color="0.5", linestyle=":", label="kept epoch")
+    acc_ax.set(title=title, xlabel="epoch", ylabel="accuracy (%)")
     for ax in (loss_ax, acc_ax):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -178,9 +189,29 @@ def plot_run(run_dir: Path, test_split: Split | None = None) -> list[Path]:
     y = split.labels.astype(np.int64)
     probs, cm = scores.probs, scores.confusion  # (n, k), (k, k): host arrays on the cpu backend
     return [
-        curves(metrics["history"], run_dir / "curves.png"),
+        curves(metrics["history"], run_dir / "curves.png", metrics.get("best_epoch")),
         confusion(cm, classes, run_dir / "confusion.png"),
         predictions(images, y, probs, classes, run_dir / "predictions.png"),
         mistakes(images, y, probs, classes, run_dir / "mistakes.png"),
         weights(net.state_dict()["W1"], run_dir / "weights.png"),
     ]
+
+
+def sweep(panels: dict[str, list[tuple[str, list[float], float, float]]], path: Path) -> Path:
+    """Validation accuracy against each swept key: one panel per key; at each value, every run as a dot (the
+    seeds' spread) and the best setting with that value as its mean +- std over seeds."""
+    fig = Figure(figsize=(0.6 + 4.2 * len(panels), 4.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+    for ax, (key, rows) in zip(axes, panels.items()):
+        for x, (_, accs, mean, std) in enumerate(rows):
+            jitter = np.linspace(-0.12, 0.12, len(accs)) if len(accs) > 1 else np.zeros(len(accs))
+            ax.scatter(x + jitter, [100 * a for a in accs], s=14, alpha=0.5, color="tab:blue",
+                       label="each run" if x == 0 else None)
+            ax.errorbar(x, 100 * mean, yerr=100 * std, fmt="o", color="tab:red", capsize=5,
+                        label="best setting: mean +- std over seeds" if x == 0 else None)
+        ax.set_xticks(range(len(rows)), [label for label, *_ in rows])
+        ax.set(xlabel=key, title=f"validation accuracy vs {key}")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("validation accuracy (%)")
+    axes[0].legend(fontsize=8)
+    return save(fig, path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +57,14 @@ def load_model(path: Path, backend: Backend) -> tuple[MLP, dict[str, Any]]:
 @dataclass
 class Checkpoint:
     """Everything needed to continue a run exactly: weights, optimizer state, the partial epoch's sums, `meta`
-    (format, config, dataset, `epoch` completed, `step` done in the next epoch, history, RNG seed)."""
+    (format, config, dataset, `epoch` completed, `step` done in the next epoch, history, RNG seed, the best
+    epoch on validation so far) and that epoch's weights (`best`; empty without a validation split)."""
 
     params: dict[str, np.ndarray]
     optimizer: dict[str, np.ndarray]
     sums: dict[str, np.ndarray]
     meta: dict[str, Any]
+    best: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
@@ -70,14 +72,14 @@ def save_checkpoint(path: Path, ckpt: Checkpoint) -> None:
               "sizes": list(sizes_of(ckpt.params)), **ckpt.meta}
     arrays = {**{f"param.{k}": v for k, v in ckpt.params.items()},
               **{f"opt.{k}": v for k, v in ckpt.optimizer.items()},
-              **{f"sum.{k}": v for k, v in ckpt.sums.items()}}
+              **{f"sum.{k}": v for k, v in ckpt.sums.items()}, **{f"best.{k}": v for k, v in ckpt.best.items()}}
     _write_npz(path, arrays, header)
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
     """Read a checkpoint.npz; GpunetError naming the file when it is missing, damaged or not a checkpoint."""
     arrays, header = _read_npz(Path(path), "checkpoint")
-    groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "opt": {}, "sum": {}}
+    groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "opt": {}, "sum": {}, "best": {}}
     for key, value in arrays.items():
         group, _, name = key.partition(".")
         if group not in groups:
@@ -92,7 +94,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
         raise GpunetError(f"{path}: damaged checkpoint: no {', '.join(sorted(missing))} in its metadata")
     if list(sizes) != header.get("sizes"):
         raise GpunetError(f"{path}: weights have sizes {list(sizes)} but the header says {header.get('sizes')}")
-    return Checkpoint(groups["param"], groups["opt"], groups["sum"], header)
+    return Checkpoint(groups["param"], groups["opt"], groups["sum"], header, groups["best"])
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:

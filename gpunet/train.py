@@ -1,9 +1,12 @@
 """The training loop: data resident on the device, one host read per epoch, a run directory with checkpoints.
 
-A run directory holds metrics.json, model.npz and checkpoint.npz. The checkpoint (every `checkpoint_every`
-epochs, at the end, and when Ctrl-C stops the run after its current step) holds the weights, the optimizer
-state, the epoch and step reached, the partial epoch's sums and the history, so `resume` continues the run
-exactly: the shuffle of epoch e is drawn from a generator seeded with (seed, e), so the epoch fixes the RNG.
+A run directory holds metrics.json, model.npz and checkpoint.npz. model.npz is the kept model: the best epoch
+on the validation rows held out of the training set (gpunet.validation), or the last epoch with `val_size` 0;
+the test set is evaluated once, at the end, for that model. The checkpoint (every `checkpoint_every` epochs, at
+the end, and when Ctrl-C stops the run after its current step) holds the last weights, the optimizer state, the
+epoch and step reached, the partial epoch's sums, the history and the best epoch so far with its weights, so
+`resume` continues the run exactly: the shuffle of epoch e is drawn from a generator seeded with (seed, e), so
+the epoch fixes the RNG.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from gpunet.model import MLP
 from gpunet.optim import learning_rate, make_optimizer
 from gpunet.step import TrainStep
 from gpunet.store import Checkpoint, load_checkpoint, save_checkpoint, save_model
+from gpunet.validation import hold_out
 from gpunet.version import __version__
 
 LONG_EPOCH_STEPS = 50  # show a second bar over batches when an epoch has at least this many steps
@@ -139,26 +143,57 @@ def run_plan(plan: Plan, backend: Backend, train_split: Split, test_split: Split
                  resume=plan.resume, classes=class_names(plan.dataset))
 
 
-def checkpoint(path: Path, net: MLP, opt: Any, metrics: dict[str, Any], epoch: int, step: int,
+@dataclass
+class Kept:
+    """The model that model.npz holds: the best epoch on validation so far (higher accuracy, then lower loss;
+    the earlier epoch on a tie), or, without a validation split, the last epoch."""
+
+    epoch: int = 0
+    val_accuracy: float | None = None
+    val_loss: float | None = None
+    params: dict[str, np.ndarray] = field(default_factory=dict)  # host copy of its weights (with validation only)
+
+    def beaten_by(self, row: dict[str, Any]) -> bool:
+        if "val_accuracy" not in row:
+            return True
+        return self.epoch == 0 or (row["val_accuracy"], -row["val_loss"]) > (self.val_accuracy, -self.val_loss)
+
+    def meta(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss}
+
+    def header(self) -> dict[str, Any]:
+        """What model.npz's header and metrics.json say of the kept model."""
+        if self.val_accuracy is None:
+            return {"epochs": self.epoch, "best_epoch": self.epoch, "kept": "last epoch (no validation split)"}
+        return {"epochs": self.epoch, "best_epoch": self.epoch, "kept": "best epoch on validation",
+                "val_accuracy": self.val_accuracy, "val_loss": self.val_loss}
+
+
+def checkpoint(path: Path, net: MLP, opt: Any, metrics: dict[str, Any], kept: Kept, epoch: int, step: int,
                sums: dict[str, np.ndarray], seconds: float) -> None:
     """Save the state after `step` steps of epoch `epoch` + 1 (step 0: at the end of epoch `epoch`)."""
-    meta = {key: metrics[key] for key in ("config", "dataset", "train_samples", "history")}
+    meta = {key: metrics[key] for key in ("config", "dataset", "train_samples", "validation", "history")}
     save_checkpoint(path, Checkpoint(net.state_dict(), opt.state_dict(), sums, {
-        **meta, "epoch": epoch, "step": step, "epoch_seconds": seconds,
+        **meta, "epoch": epoch, "step": step, "epoch_seconds": seconds, "best": kept.meta(),
         "rng": {"shuffle_seed": [metrics["config"]["seed"], epoch + 1]},  # the next shuffle's seed: its full state
-    }))
+    }, kept.params))
 
 
-def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, out: Path,
+def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split | None, out: Path,
           console: Console | None = None, dataset: str = "mnist", resume: Checkpoint | None = None,
           classes: list[str] | None = None) -> dict[str, Any]:
-    """Train per `cfg` (continuing `resume` when given) and write `out`/metrics.json, model.npz and
-    checkpoint.npz. Returns the metrics; their status is "interrupted" when Ctrl-C stopped the run."""
+    """Train per `cfg` (continuing `resume` when given) and write `out`/metrics.json, model.npz (the kept model:
+    the best epoch on the `val_size` rows held out of `train_split`, or the last epoch without them) and
+    checkpoint.npz (the last epoch). The test set is evaluated once, at the end, for the kept model; with
+    `test_split` None it is never touched (a sweep). Returns the metrics; their status is "interrupted" when
+    Ctrl-C stopped the run."""
     console = console or Console(stderr=True)
     out.mkdir(parents=True, exist_ok=True)
     xp = backend.xp
     wall0 = time.perf_counter()
-    tr, te = DeviceData(backend, train_split, cfg.limit), DeviceData(backend, test_split)
+    holdout = hold_out(train_split, cfg.val_size) if cfg.val_size else None
+    tr = DeviceData(backend, train_split if holdout is None else holdout.train, cfg.limit)
+    va = None if holdout is None else DeviceData(backend, holdout.val)
     if resume is None:
         net = MLP(backend, (tr.X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed)
     else:
@@ -172,23 +207,32 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, 
     metrics: dict[str, Any] = {
         "config": cfg.as_dict(), "dataset": dataset, "device": backend.describe(),
         "versions": {"gpunet": __version__, "python": platform.python_version(), **backend.versions()},
-        "train_samples": tr.m, "test_samples": te.m, "steps_per_epoch": steps, "history": [],
+        "train_samples": tr.m, "val_samples": 0 if va is None else va.m,
+        "validation": None if holdout is None else holdout.describe(), "steps_per_epoch": steps, "history": [],
     }
     meta = {"dataset": dataset, "classes": classes or class_names(dataset), "device": backend.name}
+    kept = Kept()
     start_epoch, start_step = 1, 0
     if resume is not None:
-        if resume.meta["train_samples"] != tr.m or resume.meta["dataset"] != dataset:
-            raise GpunetError(f"the checkpoint was trained on {resume.meta['train_samples']} "
-                              f"{resume.meta['dataset']} samples, not {tr.m} {dataset} samples; cannot resume")
+        def rows(m: int, name: str, validation: dict[str, Any] | None) -> str:
+            return f"{m} {name} samples " + (f"(validation rows {validation['indices_sha256'][:12]})"
+                                             if validation else "(no validation split)")
+
+        had = rows(resume.meta["train_samples"], resume.meta["dataset"], resume.meta.get("validation"))
+        if had != rows(tr.m, dataset, metrics["validation"]):
+            raise GpunetError(f"the checkpoint was trained on {had}, not "
+                              f"{rows(tr.m, dataset, metrics['validation'])}; cannot resume")
         try:
             opt.load_state_dict(resume.optimizer)
         except ValueError as e:
             raise GpunetError(f"damaged checkpoint: {e}") from None
         metrics["history"] = resume.meta["history"]
+        kept = Kept(**resume.meta.get("best", {}), params=resume.best)
         start_epoch, start_step = resume.meta["epoch"] + 1, resume.meta["step"]
         console.print(f"resuming at epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
-    console.print(f"training {'-'.join(map(str, net.sizes))} on {tr.m} {dataset} samples, "
-                  f"{cfg.epochs} epochs x {steps} steps of batch {B}, {cfg.optimizer} lr {cfg.lr:g} "
+    console.print(f"training {'-'.join(map(str, net.sizes))} on {tr.m} {dataset} samples"
+                  + ("" if va is None else f" (validation: {va.m} held out)")
+                  + f", {cfg.epochs} epochs x {steps} steps of batch {B}, {cfg.optimizer} lr {cfg.lr:g} "
                   f"({cfg.schedule}), device {metrics['device']}")
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -214,41 +258,60 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split, 
                     bar.update(batch_task, completed=s + 1)
                 if ctrl_c.requested:
                     sums = {"loss_sum": backend.to_numpy(loss_sum), "correct": backend.to_numpy(correct)}
-                    checkpoint(out / "checkpoint.npz", net, opt, metrics, epoch - 1, s + 1, sums,
+                    checkpoint(out / "checkpoint.npz", net, opt, metrics, kept, epoch - 1, s + 1, sums,
                                time.perf_counter() - t0)
                     metrics.update(status="interrupted", epoch=epoch - 1, step=s + 1,
                                    train_seconds=sum(r["seconds"] for r in metrics["history"]))
                     write_json(out / "metrics.json", metrics)
                     return metrics
-            scores = evaluate(net, te)
-            test_loss, test_acc = scores.loss, scores.accuracy
+            stats = [loss_sum / tr.m, correct / tr.m]
+            if va is not None:
+                scores = evaluate(net, va)
+                stats += [scores.loss, scores.accuracy]
             # The one device -> host read of the epoch.
-            train_loss, train_acc, test_loss, test_acc = backend.to_numpy(
-                xp.stack([loss_sum / tr.m, correct / tr.m, test_loss, test_acc]).astype(xp.float64)).tolist()
-            row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc, "test_loss": test_loss,
-                   "test_accuracy": test_acc, "seconds": time.perf_counter() - t0,
-                   "lr": learning_rate(cfg.lr, cfg.schedule, epoch * steps - 1, total_steps)}
-            if not (math.isfinite(train_loss) and math.isfinite(test_loss)):
+            values = backend.to_numpy(xp.stack(stats).astype(xp.float64)).tolist()
+            row = {"epoch": epoch, "train_loss": values[0], "train_accuracy": values[1]}
+            if va is not None:
+                row.update(val_loss=values[2], val_accuracy=values[3])
+            row.update(seconds=time.perf_counter() - t0,
+                       lr=learning_rate(cfg.lr, cfg.schedule, epoch * steps - 1, total_steps))
+            bad = next((v for v in values if not math.isfinite(v)), None)
+            if bad is not None:
                 metrics.update(status="diverged", train_seconds=sum(r["seconds"] for r in metrics["history"]))
                 write_json(out / "metrics.json", metrics)
-                kept = "the last good model.npz is kept" if (out / "model.npz").exists() else "no model was saved"
-                raise GpunetError(f"loss became {train_loss if not math.isfinite(train_loss) else test_loss} at "
-                                  f"epoch {epoch}; lower the learning rate (e.g. --lr {cfg.lr / 10:g}); {kept}")
+                kept_line = (f"the last good model.npz is kept (epoch {kept.epoch})" if (out / "model.npz").exists()
+                             else "no model was saved")
+                raise GpunetError(f"loss became {bad} at epoch {epoch}; lower the learning rate "
+                                  f"(e.g. --lr {cfg.lr / 10:g}); {kept_line}")
             metrics["history"].append(row)
-            stats = f"loss {train_loss:.4f}  test acc {100 * test_acc:.2f}%"
-            bar.update(epoch_task, advance=1, stats=stats)
+            improved = kept.beaten_by(row)
+            if improved:
+                kept = Kept(epoch, row.get("val_accuracy"), row.get("val_loss"),
+                            {} if va is None else net.state_dict())
+            held = "" if va is None else f"  val acc {100 * row['val_accuracy']:.2f}%"
+            bar.update(epoch_task, advance=1, stats=f"loss {row['train_loss']:.4f}{held}")
             bar.update(batch_task, completed=steps)
-            if epoch % log_every == 0 or epoch == cfg.epochs:
-                bar.console.print(f"epoch {epoch:>3}/{cfg.epochs} | train {train_loss:.4f} {100 * train_acc:.2f}% | "
-                                  f"test {test_loss:.4f} {100 * test_acc:.2f}% | {row['seconds']:.2f} s")
-                save_model(out / "model.npz", net, {**meta, "epochs": epoch, "test_accuracy": test_acc,
-                                                    "test_loss": test_loss})
+            logged = epoch % log_every == 0 or epoch == cfg.epochs
+            if logged:
+                held = "" if va is None else (f"val {row['val_loss']:.4f} {100 * row['val_accuracy']:.2f}%"
+                                              f"{' *' if improved else '  '} | ")
+                bar.console.print(f"epoch {epoch:>3}/{cfg.epochs} | train {row['train_loss']:.4f} "
+                                  f"{100 * row['train_accuracy']:.2f}% | {held}{row['seconds']:.2f} s")
+            if improved and (va is not None or logged):
+                save_model(out / "model.npz", net, {**meta, **kept.header()})
             if epoch == cfg.epochs or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
-                checkpoint(out / "checkpoint.npz", net, opt, metrics, epoch, 0, {}, 0.0)
+                checkpoint(out / "checkpoint.npz", net, opt, metrics, kept, epoch, 0, {}, 0.0)
 
-    last = metrics["history"][-1]
-    metrics.update(status="completed", test_accuracy=last["test_accuracy"], test_loss=last["test_loss"],
-                   train_seconds=sum(r["seconds"] for r in metrics["history"]),
-                   wall_seconds=time.perf_counter() - wall0)
+    metrics.update(status="completed", **{k: v for k, v in kept.header().items() if k != "epochs"},
+                   train_seconds=sum(r["seconds"] for r in metrics["history"]))
+    if test_split is not None:  # the test set, read once, for the kept model
+        te = DeviceData(backend, test_split)
+        final = net if va is None else MLP.from_state_dict(backend, kept.params)
+        scores = evaluate(final, te)
+        test_loss, test_acc = backend.to_numpy(xp.stack([scores.loss, scores.accuracy]).astype(xp.float64)).tolist()
+        metrics.update(test_samples=te.m, test_loss=test_loss, test_accuracy=test_acc)
+        save_model(out / "model.npz", final, {**meta, **kept.header(), "test_accuracy": test_acc,
+                                              "test_loss": test_loss})
+    metrics["wall_seconds"] = time.perf_counter() - wall0
     write_json(out / "metrics.json", metrics)
     return metrics

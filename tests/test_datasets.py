@@ -65,7 +65,7 @@ def test_train_on_fashion_mnist_records_dataset_and_class_names(tmp_path, monkey
     place(tmp_path / "files", tiny)
     run = tmp_path / "run"
     result = cli("train", "--device", "cpu", "--dataset", "fashion-mnist", "--data-dir", tmp_path / "files",
-                 "--epochs", "1", "--batch-size", "4", "--no-plots", "--out", run)
+                 "--epochs", "1", "--batch-size", "4", "--no-plots", "--val-size", "2", "--out", run)
     assert result.exit_code == 0, result.output
     assert json.loads((run / "metrics.json").read_text())["dataset"] == "fashion-mnist"
     _, header = load_model(run / "model.npz", get_backend("cpu"))

@@ -45,7 +45,7 @@ def digits():
 def test_fit_is_gpunet_train(tmp_path, mnist):
     """Same seed, recipe and data: the estimator's weights and losses are those `gpunet train` produces."""
     train_split, test_split = mnist
-    cfg = load_config(overrides={"limit": 2000, "epochs": 2, "batch_size": 64, "lr": 0.1})
+    cfg = load_config(overrides={"limit": 2000, "epochs": 2, "batch_size": 64, "lr": 0.1, "val_size": 0})
     cfg = type(cfg)(**{**cfg.as_dict(), "schedule": "constant"})
     metrics = train(cfg, get_backend("cpu"), train_split, test_split, tmp_path)
     net, _ = load_model(tmp_path / "model.npz", get_backend("cpu"))

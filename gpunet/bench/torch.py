@@ -109,8 +109,8 @@ class TorchGather(Torch):
 def torch_run(cfg: Config, backend: Backend, train_split: Split, test_split: Split) -> dict[str, float]:
     """The recipe of `cfg` in PyTorch, as `train` runs it: the same initial weights and network, the optimizer,
     the per-step learning rate of `gpunet.optim.learning_rate`, the batch size, a fresh shuffle each epoch
-    (torch.randperm, seeded from the config's seed and the epoch), train sums on the device and a test-set evaluation
-    each epoch, read once per epoch."""
+    (torch.randperm, seeded from the config's seed and the epoch), train sums on the device read once per epoch,
+    and the test set evaluated once, after the last epoch."""
     from gpunet.data import DeviceData
 
     tr, te = DeviceData(backend, train_split, cfg.limit), DeviceData(backend, test_split)
@@ -124,6 +124,6 @@ def torch_run(cfg: Config, backend: Backend, train_split: Split, test_split: Spl
         t0 = time.perf_counter()
         lrs = [learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, cfg.epochs * steps)
                for s in range(steps)]
-        stats = runner.epoch(cfg.seed * 1_000_000 + epoch, lrs, test)
+        stats = runner.epoch(cfg.seed * 1_000_000 + epoch, lrs, test if epoch == cfg.epochs else None)
         seconds += time.perf_counter() - t0
     return {"test_accuracy": stats[3], "epoch_seconds": seconds}

@@ -21,7 +21,8 @@ from gpunet.errors import GpunetError
 WHOLE_RUN_CONTENDERS = ("gpunet", "pytorch")
 WHOLE_RUN_INCLUDES = ("each timed run starts from the decoded MNIST arrays on the host (read once, shared, "
                       "not timed) and includes copying them to the device as features, the initial weights, every "
-                      "epoch's steps and test-set evaluation with one read per epoch; gpunet's also includes writing "
+                      "epoch's steps with one read per epoch, and one test-set evaluation after the last epoch (no "
+                      "validation split: both train on the same rows); gpunet's also includes writing "
                       "its run directory (model.npz at each logged epoch, metrics.json, checkpoint.npz), as "
                       "`gpunet train` does")
 
@@ -46,7 +47,8 @@ def run_whole(device: str = "cpu", config: Path | None = None, epochs: int | Non
     console = wide(console)
     if repeats < 1:
         raise GpunetError("--repeats must be at least 1")
-    cfg = load_config(config, {"epochs": epochs, "limit": limit})
+    # No validation split: both contenders train on the same rows (PyTorch's loop holds none out).
+    cfg = load_config(config, {"epochs": epochs, "limit": limit, "val_size": 0})
     backend = get_backend(device, cfg.dtype)
     asked = [n for n in parse_contenders(contenders) if n in WHOLE_RUN_CONTENDERS]  # numpy has no whole run
     names, skipped, torch_threads = usable_contenders(asked, backend)
