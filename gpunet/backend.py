@@ -206,10 +206,12 @@ def driver_cuda_major() -> int | None:
 
 def install_hint() -> str:
     """The pip command that installs CuPy for this machine's CUDA major version."""
+    from gpunet.install import pip_extra
+
     major = driver_cuda_major()
     if major in (12, 13):
-        return f"pip install -e '.[cuda{major}]'"
-    return "pip install -e '.[cuda12]' (CUDA 12 driver) or pip install -e '.[cuda13]' (CUDA 13 driver)"
+        return pip_extra(f"cuda{major}")
+    return f"{pip_extra('cuda12')} (CUDA 12 driver) or {pip_extra('cuda13')} (CUDA 13 driver), not both"
 
 
 def gpu_info(cupy: ModuleType) -> dict[str, Any]:
