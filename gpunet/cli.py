@@ -104,8 +104,8 @@ def config_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @config_options
 def train(
     overrides: dict[str, Any],
-    config: Optional[str] = typer.Option(None, "--config", "-c", help="A packaged config's name (default, seed: "
-                                         "`gpunet configs` lists them) or a TOML file's path (default: default)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A packaged config's name (`gpunet configs` "
+                                         "lists them: default, seed) or a TOML file's path (default: default)."),
     device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto (cuda when usable, else cpu)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<UTC timestamp>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this directory from its checkpoint "
@@ -295,7 +295,8 @@ def bench(
         run_bench(device.value, batch_sizes, epochs or 5, limit or 0, contenders, memory, cuda_graph, json_out)
 
 
-data_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS, help="Find, download and verify the datasets (mnist, fashion-mnist).")
+data_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
+                       help="Find, download and verify the datasets (mnist, fashion-mnist).")
 app.add_typer(data_app, name="data")
 
 

@@ -23,7 +23,7 @@ def load_dataset(name: str, data_dir: Path | None = None, console: Console | Non
     looked and what to do. Silent unless given a `console` (the CLI's), which hears where the data came from,
     the copies skipped and the download's progress."""
     ds = get_dataset(name)
-    say = functools.partial(console.print, markup=False, highlight=False) if console else lambda line: None
+    say = functools.partial(console.print, markup=False, highlight=False) if console is not None else lambda line: None
     found, seen = locate(ds, data_dir, say)
     if found is not None:
         say(f"{ds.name}: {found.folder} ({found.where} copy, verified)")
