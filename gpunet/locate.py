@@ -24,13 +24,12 @@ from typing import Callable, Iterator
 from gpunet.datasets import DATASETS, DataFile, Dataset, Split, get_dataset
 from gpunet.errors import GpunetError
 from gpunet.idx import read_bytes, read_idx
-
-CLONE = Path(__file__).resolve().parent.parent  # the repository root when gpunet runs from its clone
+from gpunet.install import CLONE, in_clone
 
 
 def repo_data() -> Path | None:
     """The clone's data/ folder; None when gpunet is installed (then the folder above it is site-packages)."""
-    return CLONE / "data" if (CLONE / "pyproject.toml").is_file() else None
+    return CLONE / "data" if in_clone() else None
 
 
 def file_path(folder: Path, f: DataFile) -> Path | None:

@@ -181,25 +181,25 @@ def test_dash_h_and_shell_completion():
     assert "--install-completion" in runner.invoke(app, ["--help"]).output
 
 
-@pytest.mark.parametrize("direct_url, editable", [
-    ('{"url": "file:///src/gpunet", "dir_info": {"editable": true}}', True),
-    ('{"url": "file:///tmp/gpunet-0.1.0-py3-none-any.whl", "archive_info": {}}', False),
-    (None, False),  # installed from an index: no direct_url.json
-])
-def test_install_hints_fit_how_gpunet_was_installed(monkeypatch, direct_url, editable):
-    class Dist:
-        def read_text(self, name):
-            return direct_url if name == "direct_url.json" else None
+def test_this_checkout_is_a_clone():
+    assert install.in_clone() and install.pip_extra("serve") == "pip install -e '.[serve]'"
 
-    monkeypatch.setattr(install.metadata, "distribution", lambda name: Dist())
-    assert install.editable() is editable
-    assert install.pip_extra("cuda12") == ("pip install -e '.[cuda12]'" if editable else "pip install 'gpunet[cuda12]'")
+
+@pytest.mark.parametrize("clone", [True, False])
+def test_install_hints_fit_how_gpunet_was_installed(monkeypatch, tmp_path, clone):
+    root = tmp_path / "site-packages"  # the folder above the package: a clone's root, or site-packages
+    root.mkdir()
+    if clone:
+        (root / "pyproject.toml").write_text("[project]\nname = 'gpunet'\n")
+    monkeypatch.setattr(install, "CLONE", root)
+    assert install.in_clone() is clone
+    assert install.pip_extra("cuda12") == ("pip install -e '.[cuda12]'" if clone else "pip install 'gpunet[cuda12]'")
 
 
 def test_cuda_hint_for_an_installed_package(monkeypatch, tmp_path):
     import sys
 
-    monkeypatch.setattr(install, "editable", lambda: False)
+    monkeypatch.setattr(install, "in_clone", lambda: False)
     monkeypatch.setitem(sys.modules, "cupy", None)
     result = cli("train", "--device", "cuda", "--epochs", 1, "--out", tmp_path / "r")
     assert result.exit_code == 2 and "pip install 'gpunet[cuda" in result.stderr and "-e '." not in result.stderr
