@@ -500,11 +500,11 @@ def torch_run(cfg: Config, backend: Backend, train_split: Split, test_split: Spl
     return {"test_accuracy": stats[3], "epoch_seconds": seconds}
 
 
-def run_whole(device: str = "cpu", config: str | None = None, epochs: int | None = None, limit: int | None = None,
+def run_whole(device: str = "cpu", config: Path | None = None, epochs: int | None = None, limit: int | None = None,
               contenders: str = ",".join(WHOLE_RUN_CONTENDERS), repeats: int = 3, json_out: Path | None = None,
               console: Console | None = None) -> dict[str, Any]:
-    """Time complete training runs of the recipe in `config` (a packaged config's name or a TOML file; default
-    'default'; `epochs` and `limit` override it) for gpunet and PyTorch: one warm-up run each, then `repeats` runs each, taking turns.
+    """Time complete training runs of the recipe in `config` (a config name or path, default 'default'; `epochs` and
+    `limit` override it) for gpunet and PyTorch: one warm-up run each, then `repeats` runs each, taking turns.
     Prints the table, optionally writes JSON; returns the report."""
     from gpunet.data import load_mnist
 
