@@ -7,6 +7,7 @@ import site
 import socket
 import subprocess
 import sys
+import tarfile
 import venv
 import zipfile
 from pathlib import Path
@@ -34,20 +35,27 @@ def pypi_reachable() -> bool:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    """gpunet-*.whl built from this tree (offline with the installed setuptools when it is recent enough, else in
+    """gpunet-*.whl built (through the sdist) from this tree (offline with the installed setuptools when it is recent enough, else in
     build's isolated environment, which needs PyPI)."""
     pytest.importorskip("build", reason="needs `build` (in the test extra): pip install build")
     isolated = not setuptools_at_least(77)
     if isolated and not pypi_reachable():
         pytest.skip("building the wheel needs setuptools>=77: installed here, or PyPI for an isolated build")
     out = tmp_path_factory.mktemp("dist")
-    cmd = [sys.executable, "-m", "build", "--wheel", "--outdir", str(out), str(ROOT)]
+    # The sdist, then the wheel from the unpacked sdist (as pip does from an index): no build/ left in the tree.
+    cmd = [sys.executable, "-m", "build", "--outdir", str(out), str(ROOT)]
     proc = subprocess.run(cmd + ([] if isolated else ["--no-isolation"]), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "SetuptoolsDeprecationWarning" not in log and "SetuptoolsWarning" not in log, log  # e.g. data as package
     (path,) = out.glob("gpunet-*.whl")
     return path
+
+
+def test_sdist_holds_the_tests_and_the_configs(wheel):
+    (sdist,) = wheel.parent.glob("gpunet-*.tar.gz")
+    names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
+    assert {"tests/conftest.py", "tests/test_wheel.py", "gpunet/configs/default.toml", "LICENSE"} <= names
 
 
 def test_wheel_holds_the_package_data_and_no_dataset(wheel):
