@@ -131,8 +131,15 @@ def packaged_configs() -> dict[str, resources.abc.Traversable]:
 
 
 def describe(text: str) -> str:
-    """The first comment line of a config's TOML text: what the recipe is."""
-    return next((line.lstrip("#").strip() for line in text.splitlines() if line.startswith("#")), "")
+    """What a config's recipe is: the first sentence of the comment that opens its TOML text."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    words = " ".join(lines)
+    end = words.find(". ")
+    return words if end < 0 else words[:end + 1]
 
 
 def read_config_text(spec: str | Path | None) -> tuple[str, str]:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from gpunet import install, locate
 from gpunet.cli import app
-from gpunet.config import load_config, packaged_configs
+from gpunet.config import describe, load_config, packaged_configs
 from gpunet.data import load_mnist
 from gpunet.datasets import DATASETS
 from gpunet.errors import GpunetError
@@ -84,7 +84,8 @@ def test_gpunet_configs_lists_names_and_what_they_are():
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("default ") and "(used without --config)" in lines[0]
-    assert "fastest recipe we measured" in lines[0]
+    assert "fastest recipe we measured" in lines[0] and "6 epochs of SGD with momentum" in lines[0]
+    assert describe("# One. Two.\n# Three\nlr = 0.1\n# not this") == "One."
     assert lines[1].startswith("seed ") and "seed recipe exactly" in lines[1]
 
 
