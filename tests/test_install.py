@@ -198,6 +198,16 @@ def test_install_hints_fit_how_gpunet_was_installed(monkeypatch, tmp_path, clone
     assert install.pip_extra("cuda12") == ("pip install -e '.[cuda12]'" if clone else "pip install 'gpunet[cuda12]'")
 
 
+def test_install_hint_under_pipx(monkeypatch, tmp_path):
+    monkeypatch.setattr(install, "in_clone", lambda: False)
+    monkeypatch.setattr(install.sys, "prefix", str(tmp_path / ".local" / "share" / "pipx" / "venvs" / "gpunet"))
+    monkeypatch.setattr(install.metadata, "requires", lambda name: [
+        'numpy>=1.26', 'cupy-cuda12x[ctk]>=14; extra == "cuda12"', 'fastapi>=0.110; extra == "serve"',
+        'uvicorn>=0.29; extra == "serve"'])
+    assert install.pip_extra("cuda12") == "pipx inject gpunet 'cupy-cuda12x[ctk]>=14'"
+    assert install.pip_extra("serve") == "pipx inject gpunet 'fastapi>=0.110' 'uvicorn>=0.29'"
+
+
 def test_cuda_hint_for_an_installed_package(monkeypatch, tmp_path):
     import sys
 

@@ -35,8 +35,8 @@ def pypi_reachable() -> bool:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    """gpunet-*.whl built (through the sdist) from this tree (offline with the installed setuptools when it is recent enough, else in
-    build's isolated environment, which needs PyPI)."""
+    """gpunet-*.whl built (through the sdist) from this tree: offline with the installed setuptools when it is
+    recent enough, else in build's isolated environment, which needs PyPI."""
     pytest.importorskip("build", reason="needs `build` (in the test extra): pip install build")
     isolated = not setuptools_at_least(77)
     if isolated and not pypi_reachable():
@@ -103,6 +103,8 @@ def test_installed_wheel_trains_from_another_folder(wheel, tmp_path):
     assert metrics["config"]["lr"] == 0.2 and metrics["train_samples"] == 1000  # the packaged default recipe
     assert 0.5 < metrics["test_accuracy"] <= 1
 
-    hint = subprocess.run([python, "-c", "from gpunet.install import pip_extra; print(pip_extra('cuda12'))"],
+    hint = subprocess.run([python, "-c", "from gpunet.install import extra_requirements as r, pip_extra as p; "
+                           "print(p('cuda12')); print(r('cuda13')); print(r('serve'))"],
                           cwd=work, env=env, capture_output=True, text=True)
-    assert hint.stdout.strip() == "pip install 'gpunet[cuda12]'", hint.stderr  # not the clone's `-e '.[cuda12]'`
+    assert hint.stdout.splitlines() == [  # not the clone's `-e '.[cuda12]'`; the extras as the wheel declares them
+        "pip install 'gpunet[cuda12]'", "['cupy-cuda13x[ctk]>=14']", "['fastapi>=0.110', 'uvicorn>=0.29']"], hint.stderr
