@@ -60,7 +60,8 @@ class Backend:
 
     # The equations' products, with GEMM's alpha and beta: a scale folded into alpha (the loss's 1/m) or an
     # accumulation into beta (momentum's v := mu v + dW) saves a pass over memory each where BLAS is called
-    # directly (CpuBackend, CudaBackend). These plain `xp` versions are the reference the others must match.
+    # directly (cuBLAS in CudaBackend). These plain `xp` versions are NumPy's on the CPU: calling SciPy's BLAS
+    # with alpha and beta there measured within noise of them (README, Speed) and would load a second OpenBLAS.
 
     def gemm(self, A: Any, B: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
         """out := alpha A @ B + beta out   # (m, k) @ (k, n) -> (m, n)"""
@@ -113,20 +114,6 @@ class CpuBackend(Backend):
     def take_rows(self, a: Any, idx: Any, out: Any) -> Any:
         # NumPy buffers `out` in its default mode="raise"; with in-range indices "wrap" is the same, unbuffered.
         return np.take(a, idx, axis=0, out=out, mode="wrap")
-
-    def gemm(self, A: Any, B: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
-        # Column-major BLAS sees the row-major `out` as out.T = B.T @ A.T.
-        (b, tb), (a, ta) = _colmajor(B.T), _colmajor(A.T)
-        _fblas(out.dtype, "gemm")(alpha, b, a, beta=beta, c=out.T, trans_a=tb, trans_b=ta, overwrite_c=1)
-        return out
-
-    def colsum(self, M: Any, ones: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
-        _fblas(out.dtype, "gemv")(alpha, M.T, ones, beta=beta, y=out, overwrite_y=1)  # M.T is column-major (n, m)
-        return out
-
-    def axpy(self, a: Any, x: Any, y: Any, tmp: Any) -> Any:
-        _fblas(y.dtype, "axpy")(x.reshape(-1), y.reshape(-1), a=a)  # in place on contiguous y
-        return y
 
     def describe(self) -> str:
         return f"cpu (NumPy {np.__version__}, {self.dtype})"
@@ -203,18 +190,6 @@ class CudaBackend(Backend):
                 "cuda": f"runtime {g['cuda_runtime']}, driver supports {g['cuda_driver']}"}
 
 
-def _fblas(dtype: np.dtype, name: str) -> Callable[..., Any]:
-    """SciPy's BLAS routine `name` (gemm, gemv, axpy) for `dtype`."""
-    from scipy.linalg import blas
-
-    return blas.get_blas_funcs(name, dtype=dtype)
-
-
-def _colmajor(M: Any) -> tuple[Any, int]:
-    """(F, trans) with op(F) == M and F column-major, for SciPy's BLAS."""
-    return (M, 0) if M.flags.f_contiguous else (M.T, 1)
-
-
 def _rowmajor(M: Any) -> tuple[Any, str]:
     """(R, trans) with op(R) == M and R row-major, for cupy.cublas."""
     return (M, "N") if M.flags.c_contiguous else (M.T, "T")
@@ -284,10 +259,12 @@ def driver_cuda_major() -> int | None:
 
 def install_hint() -> str:
     """The pip command that installs CuPy for this machine's CUDA major version."""
+    from gpunet.install import pip_extra
+
     major = driver_cuda_major()
     if major in (12, 13):
-        return f"pip install -e '.[cuda{major}]'"
-    return "pip install -e '.[cuda12]' (CUDA 12 driver) or pip install -e '.[cuda13]' (CUDA 13 driver)"
+        return pip_extra(f"cuda{major}")
+    return f"{pip_extra('cuda12')} (CUDA 12 driver) or {pip_extra('cuda13')} (CUDA 13 driver), not both"
 
 
 def gpu_info(cupy: ModuleType) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from gpunet.datasets import DATASETS
 from gpunet.errors import GpunetError
 from gpunet.version import __version__
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
                   help="Train a hand-derived 784-128-10 MNIST network on NumPy (CPU) or CuPy (GPU).")
 
 
@@ -32,6 +33,11 @@ def choice(name: str, values: Any) -> type[Enum]:
 
 Device = choice("Device", DEVICES)  # the constants in gpunet/backend.py
 DatasetName = choice("DatasetName", DATASETS)  # the registry in gpunet/datasets.py
+
+
+def stderr_console() -> Console:
+    """The console for progress and notes: lines are never hard-wrapped, so logs keep whole paths."""
+    return Console(stderr=True, soft_wrap=True)
 
 
 def fail(message: str) -> None:
@@ -104,7 +110,8 @@ def config_options(fn: Callable[..., Any] | None = None, *, lists: bool = False)
 @config_options
 def train(
     overrides: dict[str, Any],
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config (default: configs/default.toml)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="A packaged config's name (`gpunet configs` "
+                                         "lists them: default, seed) or a TOML file's path (default: default)."),
     device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto (cuda when usable, else cpu)."),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<UTC timestamp>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this directory from its checkpoint "
@@ -119,7 +126,7 @@ def train(
     from gpunet.data import load_dataset
     from gpunet.train import plan_run, run_plan
 
-    console = Console(stderr=True)
+    console = stderr_console()
     plan = plan_run(config, overrides, out, resume, dataset.value if dataset is not None else None)
     for note in plan.notes:
         console.print(note)
@@ -145,6 +152,16 @@ def train(
         typer.echo(f"plots: {', '.join(p.name for p in paths)}")
 
 
+@app.command("configs")
+def configs_list() -> None:
+    """The configs shipped with gpunet, for `gpunet train --config NAME`: each name and what its recipe is."""
+    from gpunet.config import DEFAULT_CONFIG, describe, packaged_configs
+
+    for name, f in packaged_configs().items():
+        mark = " (used without --config)" if name == DEFAULT_CONFIG else ""
+        typer.echo(f"{name:<10} {describe(f.read_text(encoding='utf-8'))}{mark}")
+
+
 @app.command()
 @user_errors
 @config_options(lists=True)
@@ -152,8 +169,8 @@ def sweep(
     overrides: dict[str, Any],
     out: Path = typer.Option(..., help="The sweep's folder: one run directory per point, sweep.json, sweep.csv, "
                              "sweep.png. Run the same command again to continue a stopped sweep."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML config the grid varies "
-                                          "(default: configs/default.toml)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="The config the grid varies: a packaged "
+                                         "config's name (`gpunet configs`) or a TOML file (default: default)."),
     workers: int = typer.Option(1, min=1, help="Points trained at once, each in its own process."),
     device: Device = typer.Option(Device("cpu"), help="cpu, cuda, or auto."),
     dataset: DatasetName = typer.Option(DatasetName("mnist"), help="The dataset."),
@@ -189,6 +206,7 @@ def evaluate(
     device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto."),
     dataset: Optional[DatasetName] = typer.Option(None, help="Test set (default: the one the model was trained on)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
 ) -> None:
     """Test loss and accuracy, per-class precision, recall and F1, and the confusion matrix."""
     import json
@@ -202,7 +220,7 @@ def evaluate(
     backend = get_backend(device.value)
     net, header = load_model(model, backend)
     name = dataset.value if dataset is not None else header.get("dataset", "mnist")
-    test_split = load_dataset(name)[1]
+    test_split = load_dataset(name, data_dir, stderr_console())[1]
     report = evaluate_model(net, DeviceData(backend, test_split), name, class_names(name))
     typer.echo(json.dumps({"model": str(model), **report.as_dict()}, indent=2) if json_out else report.table())
 
@@ -248,11 +266,14 @@ def predict(
 
 @app.command()
 @user_errors
-def plot(run_dir: Path = typer.Argument(..., help="A run directory from gpunet train.")) -> None:
+def plot(
+    run_dir: Path = typer.Argument(..., help="A run directory from gpunet train."),
+    data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
+) -> None:
     """Draw curves.png, confusion.png, predictions.png, mistakes.png and weights.png into the run directory."""
     from gpunet.plots import plot_run
 
-    for path in plot_run(run_dir):
+    for path in plot_run(run_dir, data_dir=data_dir, console=stderr_console()):
         typer.echo(str(path))
 
 
@@ -271,7 +292,9 @@ def serve(
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] not in ("fastapi", "starlette", "uvicorn"):
             raise
-        fail(f"gpunet serve needs FastAPI and uvicorn ({e.name} is missing): pip install -e '.[serve]'")
+        from gpunet.install import pip_extra
+
+        fail(f"gpunet serve needs FastAPI and uvicorn ({e.name} is missing): {pip_extra('serve')}")
     from gpunet.backend import get_backend
 
     run_server(model, get_backend(device.value), host, port, say=typer.echo)
@@ -293,8 +316,8 @@ def bench(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the results to this JSON file."),
     whole_run: bool = typer.Option(False, "--whole-run", help="Time complete training runs of --config's recipe "
                                    "(gpunet train against PyTorch) instead of epochs at --batch-sizes."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="--whole-run: the recipe (default: "
-                                          "configs/default.toml)."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="--whole-run: the recipe, a packaged "
+                                         "config's name or a TOML file (default: default)."),
     repeats: int = typer.Option(3, min=1, help="--whole-run: timed runs per contender, in turns, after a warm-up run."),
 ) -> None:
     """Time gpunet's training step against plain NumPy and PyTorch on the same data (with --whole-run: complete
@@ -350,7 +373,8 @@ def export(
                f"{header.get('pixel_scale', 'x / 255')}, output 'probabilities' (N, {net.sizes[-1]}))")
 
 
-data_app = typer.Typer(no_args_is_help=True, help="Find, download and verify the datasets (mnist, fashion-mnist).")
+data_app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
+                       help="Find, download and verify the datasets (mnist, fashion-mnist).")
 app.add_typer(data_app, name="data")
 
 
@@ -375,7 +399,7 @@ def data_fetch(
     from gpunet.datasets import get_dataset
     from gpunet.fetch import fetch
 
-    folder = fetch(get_dataset(name.value), force=force, timeout=timeout)
+    folder = fetch(get_dataset(name.value), force=force, timeout=timeout, console=stderr_console())
     typer.echo(f"{name.value}: verified files in {folder}")
 
 

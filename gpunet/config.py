@@ -1,4 +1,6 @@
-"""Training configs: TOML files in configs/, checked key by key before any work starts.
+"""Training configs: TOML files, checked key by key before any work starts. The recipes ship inside the package
+(gpunet/configs/NAME.toml, read with importlib.resources), so `--config NAME` works wherever gpunet is installed;
+any other `--config` is a path.
 
 Each key is declared once, as a field of `Config` whose metadata (`Key`) says what is allowed, how to check
 it and what the command line shows for it; `gpunet train` makes its options from these fields.
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import MISSING, asdict, dataclass, field, fields
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,8 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "default.toml"
+DEFAULT_CONFIG = "default"  # the packaged config `gpunet train` uses without --config
 
 
 @dataclass(frozen=True)
@@ -133,23 +135,53 @@ def check_value(source: str, key: str, value: Any) -> Any:
     return normalised
 
 
-def load_config(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read `path` (default configs/default.toml), apply command-line `overrides`, check everything."""
-    path = DEFAULT_CONFIG if path is None else Path(path)
+def packaged_configs() -> dict[str, resources.abc.Traversable]:
+    """Name -> file of each config shipped in gpunet/configs/, e.g. 'default', 'seed'."""
+    folder = resources.files("gpunet") / "configs"
+    return {f.name[:-len(".toml")]: f for f in sorted(folder.iterdir(), key=lambda f: f.name)
+            if f.name.endswith(".toml")}
+
+
+def describe(text: str) -> str:
+    """What a config's recipe is: the first sentence of the comment that opens its TOML text."""
+    lines = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    words = " ".join(lines)
+    end = words.find(". ")
+    return words if end < 0 else words[:end + 1]
+
+
+def read_config_text(spec: str | Path | None) -> tuple[str, str]:
+    """(source, TOML text) of `spec`: a packaged name (default: 'default') or a path; GpunetError when neither."""
+    name = DEFAULT_CONFIG if spec is None else str(spec)
+    packaged = packaged_configs()
+    if name in packaged:
+        return f"{name} (packaged config)", packaged[name].read_text(encoding="utf-8")
     try:
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        return name, Path(name).read_bytes().decode("utf-8")
     except FileNotFoundError:
-        raise GpunetError(f"{path}: config file not found") from None
+        raise GpunetError(f"{name}: config file not found; give a TOML file's path or a packaged config: "
+                          f"{', '.join(packaged)} (`gpunet configs` lists them)") from None
     except UnicodeDecodeError:
-        raise GpunetError(f"{path}: not a text file (TOML must be UTF-8)") from None
-    except tomllib.TOMLDecodeError as e:
-        raise GpunetError(f"{path}: not valid TOML ({e})") from None
+        raise GpunetError(f"{name}: not a text file (TOML must be UTF-8)") from None
     except OSError as e:
-        raise GpunetError(f"{path}: cannot read ({e.strerror or e})") from None
-    values = {k: check_value(str(path), k, v) for k, v in raw.items()}
+        raise GpunetError(f"{name}: cannot read ({e.strerror or e})") from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `path` (a packaged config's name or a TOML file; default 'default'), apply command-line `overrides`,
+    check everything."""
+    source, text = read_config_text(path)
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise GpunetError(f"{source}: not valid TOML ({e})") from None
+    values = {k: check_value(source, k, v) for k, v in raw.items()}
     values.update({k: check_value("command line", k, v) for k, v in (overrides or {}).items() if v is not None})
     missing = [f.name for f in fields(Config) if f.name not in values and f.default is MISSING]
     if missing:
-        raise GpunetError(f"{path}: missing required key(s) {', '.join(missing)}")
+        raise GpunetError(f"{source}: missing required key(s) {', '.join(missing)}")
     return Config(**values)

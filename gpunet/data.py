@@ -20,10 +20,10 @@ from gpunet.model import one_hot
 def load_dataset(name: str, data_dir: Path | None = None, console: Console | None = None) -> tuple[Split, Split]:
     """(train, test) of dataset `name` from the first verified copy on the search path; when there is none,
     download it into the cache (see gpunet.fetch). Nothing found and no download: GpunetError saying where it
-    looked and what to run."""
+    looked and what to do. Silent unless given a `console` (the CLI's), which hears where the data came from,
+    the copies skipped and the download's progress."""
     ds = get_dataset(name)
-    console = console or Console(stderr=True)
-    say = functools.partial(console.print, markup=False, highlight=False)
+    say = functools.partial(console.print, markup=False, highlight=False) if console is not None else lambda line: None
     found, seen = locate(ds, data_dir, say)
     if found is not None:
         say(f"{ds.name}: {found.folder} ({found.where} copy, verified)")
@@ -35,14 +35,15 @@ def load_dataset(name: str, data_dir: Path | None = None, console: Console | Non
         looked = "\n".join(f"  {p.describe()}" for p in seen)
         hint = f"\nA system copy is another way: {ds.system_hint}" if ds.system_hint else ""
         raise GpunetError(f"{ds.name} is not on this machine and could not be downloaded. Looked in:\n{looked}"
-                          f"{hint}\n{e}") from None
+                          f"{hint}\n{e}\nTo get it: run `gpunet data fetch {ds.name}` once online, or point gpunet "
+                          f"at a copy with --data-dir DIR or $GPUNET_DATA (a folder holding {ds.name}/).") from None
     return read_copy(ds, folder)
 
 
-def load_mnist(directory: Path | None = None) -> tuple[Split, Split]:
-    """(train, test) of MNIST: from `directory` first when given, else the search path (the bundled data/mnist)."""
-    return load_dataset("mnist", directory)
-
+def load_mnist(directory: Path | None = None, console: Console | None = None) -> tuple[Split, Split]:
+    """(train, test) of MNIST: from `directory` first when given, else the search path (the clone's data/mnist,
+    the cache, ...); silent unless given a `console`."""
+    return load_dataset("mnist", directory, console)
 
 
 def to_features(images: np.ndarray) -> np.ndarray:

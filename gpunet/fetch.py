@@ -81,7 +81,8 @@ def download(ds: Dataset, f: DataFile, dest: Path, timeout: float, progress: Pro
             if isinstance(e, urllib.error.HTTPError):
                 e.close()
             failures.append(f"  {url}: {why(e, timeout)}")
-            progress.console.print(failures[-1], markup=False, highlight=False)
+            if not progress.disable:
+                progress.console.print(failures[-1], markup=False, highlight=False)
     names = ", ".join(f"{g.name}.gz" for g in ds.files)
     raise GpunetError(
         f"could not download {f.name}.gz of {ds.name} from any mirror:\n" + "\n".join(failures) +
@@ -94,8 +95,8 @@ def fetch(ds: Dataset, force: bool = False, timeout: float = DEFAULT_TIMEOUT, co
     """Make the cache folder hold a verified copy of `ds` and return it.
 
     Files already there and verified are kept. A damaged cached file stops the fetch, naming it, unless `force`:
-    then every file is downloaded again, each replacing the cached one only after its checksum passed."""
-    console = console or Console(stderr=True)
+    then every file is downloaded again, each replacing the cached one only after its checksum passed. The
+    progress bars and each failed mirror go to `console` when given; without one, nothing is printed."""
     folder = cache_dir(ds.name)
     todo = []
     for f in ds.files:
@@ -116,7 +117,7 @@ def fetch(ds: Dataset, force: bool = False, timeout: float = DEFAULT_TIMEOUT, co
         raise GpunetError(f"{folder}: cannot create the cache folder ({e.strerror or e}); "
                           "set XDG_CACHE_HOME to a writable folder") from None
     progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                        TimeRemainingColumn(), console=console)
+                        TimeRemainingColumn(), console=console, disable=console is None)
     try:
         with progress:
             for f in todo:

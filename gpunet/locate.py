@@ -4,14 +4,18 @@ A dataset is looked for in these folders, in order; the first whose four files a
 their decompressed bytes wins, and a damaged copy on the way is reported with its path and skipped:
   1. `--data-dir DIR`: DIR/<name>/ when it exists, else DIR itself;
   2. `$GPUNET_DATA/<name>/`: $GPUNET_DATA is a root holding one folder per dataset;
-  3. the repository's `data/<name>/` (MNIST ships there);
+  3. the repository's `data/<name>/` (MNIST ships there), when gpunet runs from its clone;
   4. the user cache `$XDG_CACHE_HOME/gpunet/<name>/` (default ~/.cache/gpunet/<name>/), where downloads go;
   5. system copies, such as Debian's `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist/.
-Each file may be gzipped (`<file>.gz`, looked for first) or raw (`<file>`).
+Each file may be gzipped (`<file>.gz`, looked for first) or raw (`<file>`). Datasets share file names (MNIST and
+Fashion-MNIST both have train-images-idx3-ubyte, ...), so a folder is known by its content: the SHA-256 of its
+label files says which dataset it holds, and a folder holding another dataset is passed over, never called a
+damaged copy of this one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +23,13 @@ from typing import Callable, Iterator
 
 from gpunet.datasets import DATASETS, DataFile, Dataset, Split, get_dataset
 from gpunet.errors import GpunetError
-from gpunet.idx import read_idx
+from gpunet.idx import read_bytes, read_idx
+from gpunet.install import CLONE, in_clone
 
-REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
+def repo_data() -> Path | None:
+    """The clone's data/ folder; None when gpunet is installed (then the folder above it is site-packages)."""
+    return CLONE / "data" if in_clone() else None
 
 
 def file_path(folder: Path, f: DataFile) -> Path | None:
@@ -29,6 +37,22 @@ def file_path(folder: Path, f: DataFile) -> Path | None:
     for p in (folder / f"{f.name}.gz", folder / f.name):
         if p.is_file():
             return p
+    return None
+
+
+def holder(folder: Path) -> str | None:
+    """The dataset whose label files `folder` holds, known by their SHA-256; None when none of them matches."""
+    digests: dict[Path, str | None] = {}
+    for ds in DATASETS.values():
+        for f in ds.files:
+            path = file_path(folder, f) if "labels" in f.name else None
+            if path is not None and path not in digests:
+                try:
+                    digests[path] = hashlib.sha256(read_bytes(path)).hexdigest()
+                except GpunetError:
+                    digests[path] = None
+            if path is not None and digests[path] == f.sha256:
+                return ds.name
     return None
 
 
@@ -68,7 +92,9 @@ def search_path(ds: Dataset, data_dir: Path | None = None) -> list[tuple[str, Pa
         places.append(("--data-dir", d / ds.name if (d / ds.name).is_dir() else d))
     if os.environ.get("GPUNET_DATA"):
         places.append(("$GPUNET_DATA", Path(os.environ["GPUNET_DATA"]).expanduser() / ds.name))
-    places += [("repository", REPO_DATA / ds.name), ("cache", cache_dir(ds.name))]
+    if repo_data() is not None:
+        places.append(("repository", repo_data() / ds.name))
+    places.append(("cache", cache_dir(ds.name)))
     return places + [("system", d) for d in ds.system_dirs]
 
 
@@ -78,12 +104,14 @@ class Place:
 
     where: str  # --data-dir, $GPUNET_DATA, repository, cache or system
     folder: Path
-    present: bool  # holds at least one of the dataset's files
+    present: bool  # holds at least one of the dataset's files (and not another dataset's)
     problem: str | None = None  # what is wrong with a present copy; None when it verified
     splits: tuple[Split, Split] | None = None  # (train, test) of a verified copy
+    other: str | None = None  # the other dataset this folder holds (known by its label files' digests)
 
     def describe(self) -> str:
-        state = "no files" if not self.present else self.problem or "verified"
+        absent = f"holds {self.other}" if self.other else "no files"
+        state = absent if not self.present else self.problem or "verified"
         return f"{self.where} {self.folder}: {state}"
 
 
@@ -92,6 +120,10 @@ def places(ds: Dataset, data_dir: Path | None = None) -> Iterator[Place]:
     for where, folder in search_path(ds, data_dir):
         if not any(file_path(folder, f) for f in ds.files):
             yield Place(where, folder, present=False)
+            continue
+        other = holder(folder)
+        if other not in (None, ds.name):
+            yield Place(where, folder, present=False, other=other)
             continue
         try:
             yield Place(where, folder, present=True, splits=read_copy(ds, folder))
@@ -112,9 +144,9 @@ def locate(ds: Dataset, data_dir: Path | None = None,
         if place.present:
             warn(f"warning: skipping the {ds.name} copy in {place.folder}: {place.problem}")
         elif place.where == "--data-dir":
-            warn(f"warning: --data-dir {place.folder} holds no {ds.name} files; looking further")
+            what = f"holds {place.other}, not {ds.name}" if place.other else f"holds no {ds.name} files"
+            warn(f"warning: --data-dir {place.folder} {what}; looking further")
     return None, seen
-
 
 
 def list_lines(data_dir: Path | None = None) -> Iterator[str]:

@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+from rich.console import Console
 
 from gpunet.backend import get_backend
 from gpunet.data import DeviceData, Split, load_dataset
@@ -168,8 +169,10 @@ def inputs(images: np.ndarray, probs: np.ndarray, names: list[str], classes: lis
     return save(fig, path)
 
 
-def plot_run(run_dir: Path, test_split: Split | None = None) -> list[Path]:
-    """Write the five plots of the run in `run_dir`; returns their paths."""
+def plot_run(run_dir: Path, test_split: Split | None = None, data_dir: Path | None = None,
+             console: Console | None = None) -> list[Path]:
+    """Write the five plots of the run in `run_dir`; returns their paths. Without `test_split`, the run's test
+    set is loaded (from `data_dir` first when given; `console` hears where it came from)."""
     run_dir = Path(run_dir)
     try:
         metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -182,7 +185,7 @@ def plot_run(run_dir: Path, test_split: Split | None = None) -> list[Path]:
     cpu = get_backend("cpu")
     net, header = load_model(run_dir / "model.npz", cpu)
     dataset, classes = header["dataset"], header["classes"]
-    split = load_dataset(dataset)[1] if test_split is None else test_split
+    split = load_dataset(dataset, data_dir, console)[1] if test_split is None else test_split
     data = DeviceData(cpu, split)
     scores = evaluate(net, data, probabilities=True)
     images = data.X.reshape(split.images.shape)  # (n, 28, 28) in [0, 1]

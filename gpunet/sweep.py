@@ -169,7 +169,7 @@ def write_results(points: list[dict[str, Any]], keys: list[str], out: Path, plot
         sweep_plot(panels(points, keys), out / "sweep.png")
 
 
-def run_sweep(config: Path | None, values: dict[str, list[Any]], out: Path, workers: int = 1, device: str = "cpu",
+def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path, workers: int = 1, device: str = "cpu",
               dataset: str = "mnist", data_dir: Path | None = None,
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every point of the grid `values` (config key -> its values; one value fixes a key) on top of

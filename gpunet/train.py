@@ -117,7 +117,7 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # lines worth telling the user before the run starts
 
 
-def plan_run(config: Path | None, overrides: dict[str, Any], out: Path | None = None, resume: Path | None = None,
+def plan_run(config: str | Path | None, overrides: dict[str, Any], out: Path | None = None, resume: Path | None = None,
              dataset: str | None = None) -> Plan:
     """A fresh run from `config` with command-line `overrides` into `out` (default runs/<UTC time>), or the
     continuation of the run in `resume` (its own config, directory and dataset; only `epochs` may be raised)."""

@@ -93,7 +93,7 @@ def test_whole_run_writes_its_table_and_json(tmp_path):
         assert text in result.output
     report = json.loads(out.read_text())
     assert report["mode"] == "whole-run" and report["repeats"] == 2 and report["device"] == "cpu"
-    assert report["config_path"] == "configs/default.toml"
+    assert report["config_path"] == "default"
     assert report["config"]["epochs"] == 1 and report["config"]["limit"] == 256 and report["config"]["lr"] == 0.2
     assert report["train_samples"] == 256 and report["test_samples"] == 10000
     [row] = report["results"]

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from gpunet import train as train_module
-from gpunet.config import CONFIG_DIR
 from gpunet.store import load_checkpoint
 from gpunet.train import CtrlC
 from helpers import cli
@@ -67,7 +66,7 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(t
 
 def test_raising_epochs_on_resume_continues_like_a_longer_run(tmp_path):
     """With a constant learning rate (the seed recipe), 2 epochs + 1 more on resume equal 3 epochs."""
-    common = ("train", "--config", CONFIG_DIR / "seed.toml", "--device", "cpu", "--limit", 500, "--no-plots")
+    common = ("train", "--config", "seed", "--device", "cpu", "--limit", 500, "--no-plots")
     assert cli(*common, "--epochs", 3, "--out", tmp_path / "three").exit_code == 0
     assert cli(*common, "--epochs", 2, "--out", tmp_path / "two", "--checkpoint-every", 1).exit_code == 0
     result = cli("train", "--device", "cpu", "--resume", tmp_path / "two", "--epochs", 3, "--no-plots")

@@ -36,10 +36,10 @@ def gpunet_run(cfg: Config, backend: Backend, train_split: Split, test_split: Sp
     return {"test_accuracy": metrics["test_accuracy"], "epoch_seconds": metrics["train_seconds"]}
 
 
-def run_whole(device: str = "cpu", config: Path | None = None, epochs: int | None = None, limit: int | None = None,
+def run_whole(device: str = "cpu", config: str | Path | None = None, epochs: int | None = None, limit: int | None = None,
               contenders: str = ",".join(WHOLE_RUN_CONTENDERS), repeats: int = 3, json_out: Path | None = None,
               console: Console | None = None) -> dict[str, Any]:
-    """Time complete training runs of the recipe in `config` (default configs/default.toml; `epochs` and
+    """Time complete training runs of the recipe in `config` (a config name or path, default 'default'; `epochs` and
     `limit` override it) for gpunet and PyTorch: one warm-up run each, then `repeats` runs each, taking turns.
     Prints the table, optionally writes JSON; returns the report."""
     from gpunet.data import load_mnist
@@ -60,14 +60,14 @@ def run_whole(device: str = "cpu", config: Path | None = None, epochs: int | Non
         from gpunet.bench.torch import torch_run
 
         runs["pytorch"] = torch_run
-    console.print(f"whole run of {config or 'configs/default.toml'}: timing {', '.join(names)} "
+    console.print(f"whole run of {config or 'default'}: timing {', '.join(names)} "
                   f"({repeats} runs each after a warm-up run)")
     tasks = {n: (lambda i, run=runs[n]: run(cfg, backend, train_split, test_split)) for n in names}
     times, results = take_turns(tasks, repeats, warmup=1)
     ref = statistics.median(times["pytorch"]) if "pytorch" in times else None
     report: dict[str, Any] = {
         "mode": "whole-run", "machine": machine(backend, torch_threads), "device": backend.name,
-        "config_path": str(config or "configs/default.toml"), "config": cfg.as_dict(),
+        "config_path": str(config or "default"), "config": cfg.as_dict(),
         "train_samples": min(cfg.limit or len(train_split.labels), len(train_split.labels)),
         "test_samples": len(test_split.labels),
         "repeats": repeats, "included": WHOLE_RUN_INCLUDES, "skipped": skipped, "results": [],
