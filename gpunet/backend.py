@@ -28,6 +28,7 @@ class Backend:
 
     name: str
     can_capture = False  # whether `capture` records CUDA graphs
+    gemm_accumulates = False  # whether `gemm`'s beta adds into `out` in the product itself (no extra passes)
 
     def __init__(self, xp: ModuleType, dtype: Any = np.float32):
         self.xp, self.dtype = xp, np.dtype(dtype)
@@ -58,10 +59,10 @@ class Backend:
         """out[i] = a[idx[i]]: gather a batch into a preallocated array (idx must be in range)."""
         return self.xp.take(a, idx, axis=0, out=out)
 
-    # The equations' products, with GEMM's alpha and beta: a scale folded into alpha (the loss's 1/m) or an
-    # accumulation into beta (momentum's v := mu v + dW) saves a pass over memory each where BLAS is called
-    # directly (cuBLAS in CudaBackend). These plain `xp` versions are NumPy's on the CPU: calling SciPy's BLAS
-    # with alpha and beta there measured within noise of them (README, Speed) and would load a second OpenBLAS.
+    # The equations' products, with GEMM's alpha and beta: an accumulation into beta (momentum's v := mu v + dW)
+    # saves passes over memory where BLAS is called directly (cuBLAS in CudaBackend). These plain `xp` versions
+    # are NumPy's on the CPU: calling SciPy's BLAS with alpha and beta there measured no faster (README, Speed)
+    # and would load a second OpenBLAS with threads of its own.
 
     def gemm(self, A: Any, B: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
         """out := alpha A @ B + beta out   # (m, k) @ (k, n) -> (m, n)"""
@@ -124,6 +125,7 @@ class CudaBackend(Backend):
 
     name = "cuda"
     can_capture = True
+    gemm_accumulates = True
 
     def __init__(self, xp: ModuleType, dtype: Any = np.float32):
         super().__init__(xp, dtype)

@@ -143,13 +143,13 @@ class MLP:
         xp, gemm, colsum = self.backend.xp, self.backend.gemm, self.backend.colsum
         dW, db, L = dW or ws.dW, db or ws.db, self.L
         ones = ws.ones[:ws.m]
-        dZ = xp.subtract(ws.A[L], Y, out=ws.dZ[L])  # dZ_L = (A_L - Y) / m   (m, 10), the 1/m folded into alpha
+        dZ = xp.subtract(ws.A[L], Y, out=ws.dZ[L])  # dZ_L = (A_L - Y) / m   (m, 10)
+        dZ /= ws.m
         for l in range(L, 0, -1):
-            alpha = 1.0 / ws.m if l == L else 1.0
-            gemm(ws.A[l - 1].T, dZ, out=dW[l], alpha=alpha, beta=beta)  # dW_l = A_{l-1}.T @ dZ_l   (n_{l-1}, n_l)
-            colsum(dZ, ones, out=db[l], alpha=alpha, beta=beta)          # db_l = 1^T dZ_l          (n_l,)
+            gemm(ws.A[l - 1].T, dZ, out=dW[l], beta=beta)  # dW_l = A_{l-1}.T @ dZ_l   (n_{l-1}, n_l)
+            colsum(dZ, ones, out=db[l], beta=beta)          # db_l = 1^T dZ_l          (n_l,)
             if l > 1:
-                dA = gemm(dZ, self.W[l].T, out=ws.dZ[l - 1], alpha=alpha)  # dA_{l-1} = dZ_l @ W_l.T   (m, n_{l-1})
+                dA = gemm(dZ, self.W[l].T, out=ws.dZ[l - 1])  # dA_{l-1} = dZ_l @ W_l.T   (m, n_{l-1})
                 dZ = xp.multiply(dA, xp.greater(ws.Z[l - 1], 0, out=ws.active[l - 1]), out=dA)  # * [Z_{l-1} > 0]
         return {f"d{n}{l}": G[l] for l in range(1, L + 1) for n, G in (("W", dW), ("b", db))}
 

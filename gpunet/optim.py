@@ -8,7 +8,8 @@ arrays instead, so a replay reads the current values. Every update runs in place
 array per parameter (`tmp`), and allocates nothing.
 
 `targets(ws)` says where the training step's gradient products go: the workspace's dW and db, or, for
-momentum, the velocity itself, with GEMM's beta = mu doing v := mu v + dW inside the product.
+momentum on a backend whose GEMM accumulates in place (cuBLAS), the velocity itself, with GEMM's beta = mu
+doing v := mu v + dW inside the product.
 
 No state is left to decay into float32 subnormals (whose arithmetic runs many times slower on x86 CPUs):
 the velocity of a pixel that is never lit shrinks by mu each step. Every FLUSH_EVERY steps `flush` sets the
@@ -100,6 +101,8 @@ class Momentum(Optimizer):
         self.v = {n: [None] + [self.state[f"v.{n}{l}"] for l in range(1, L + 1)] for n in "Wb"}
 
     def targets(self, ws: Any) -> tuple[list[Any], list[Any], float]:
+        if not self.backend.gemm_accumulates:
+            return super().targets(ws)
         return self.v["W"], self.v["b"], self.mu  # the products add into v: v := mu v + dW
 
     def update(self, k: str, P: Any, dP: Any, lr: Any) -> None:
