@@ -156,12 +156,11 @@ def evaluate(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Test loss and accuracy, per-class precision, recall and F1, and the confusion matrix."""
-    import json
-
     from gpunet.backend import get_backend
     from gpunet.data import DeviceData, load_dataset
     from gpunet.datasets import class_names
     from gpunet.evaluate import evaluate_model
+    from gpunet.files import json_text
     from gpunet.store import load_model
 
     backend = get_backend(device.value)
@@ -169,7 +168,7 @@ def evaluate(
     name = dataset.value if dataset is not None else header.get("dataset", "mnist")
     test_split = load_dataset(name)[1]
     report = evaluate_model(net, DeviceData(backend, test_split), name, class_names(name))
-    typer.echo(json.dumps({"model": str(model), **report.as_dict()}, indent=2) if json_out else report.table())
+    typer.echo(json_text({"model": str(model), **report.as_dict()}) if json_out else report.table())
 
 
 @app.command()
@@ -182,9 +181,8 @@ def predict(
     json_out: bool = typer.Option(False, "--json", help="Print path, top class and all probabilities as JSON."),
 ) -> None:
     """Top-3 classes of each image, after MNIST-style preprocessing (exit 2 if any file could not be read)."""
-    import json
-
     from gpunet.backend import get_backend
+    from gpunet.files import json_text
     from gpunet.predict import predict_files
     from gpunet.store import load_model
 
@@ -197,7 +195,7 @@ def predict(
         elif not json_out:
             typer.echo(r.line(classes))
     if json_out:
-        typer.echo(json.dumps([r.as_dict(classes) for r in results], indent=2))
+        typer.echo(json_text([r.as_dict(classes) for r in results]))
     good = [r for r in results if r.error is None]
     if show is not None and good:
         import numpy as np
