@@ -123,9 +123,9 @@ def train(
     train_split, test_split = load_dataset(plan.dataset, data_dir, console)
     metrics = run_plan(plan, backend, train_split, test_split, console)
     if metrics["status"] == "interrupted":
-        typer.echo(f"interrupted after epoch {metrics['epoch']} step {metrics['step']}; checkpoint saved; "
-                   f"resume with: gpunet train --resume {plan.run_dir}", err=True)
-        raise typer.Exit(130)
+        typer.echo(f"interrupted ({metrics['signal']}) after epoch {metrics['epoch']} step {metrics['step']}; "
+                   f"checkpoint saved; resume with: gpunet train --resume {plan.run_dir}", err=True)
+        raise typer.Exit(143 if metrics["signal"] == "SIGTERM" else 130)  # 128 + the signal's number, as shells do
     typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% after {plan.cfg.epochs} epochs, "
                f"{metrics['train_seconds']:.1f} s training ({metrics['wall_seconds']:.1f} s wall) on {backend.name}; "
                f"saved {plan.run_dir}/")
