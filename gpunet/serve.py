@@ -26,7 +26,6 @@ import logging
 import socket
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import urlsplit
 
 import anyio.to_thread
 import h11
@@ -140,14 +139,15 @@ def host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def refusal(headers: Headers, hosts: frozenset[str]) -> tuple[int, str] | None:
-    """Why a request with these headers is refused, whatever it asks for (None: it is not)."""
+def refusal(headers: Headers, hosts: frozenset[str], scheme: str = "http") -> tuple[int, str] | None:
+    """Why a request with these headers is refused, whatever it asks for (None: it is not). Same-origin means
+    the Origin header is exactly scheme://Host."""
     host = headers.get("host", "")
     if host_name(host) not in hosts:
         return 421, (f"Host {host[:100]!r} is not this server; it answers to {', '.join(sorted(hosts))} "
                      "(start it with --allow-host NAME to serve another name)")
     origin = headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc.lower() != host.strip().lower():
+    if origin is not None and origin.strip().lower() != f"{scheme}://{host.strip().lower()}":
         return 403, f"cross-origin requests are refused (Origin {origin[:100]!r}, Host {host[:100]!r})"
     if headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return 403, f"cross-site requests are refused (Sec-Fetch-Site: {headers['sec-fetch-site'][:30]})"
@@ -164,7 +164,7 @@ class Gate:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        refused = refusal(Headers(scope=scope), self.hosts)
+        refused = refusal(Headers(scope=scope), self.hosts, scope.get("scheme", "http"))
         if refused is not None:
             status, message = refused
             return await JSONResponse({"error": message}, status_code=status)(scope, receive, send)
@@ -189,7 +189,8 @@ def answer(net: MLP, body: bytes, is_json: bool) -> dict[str, Any]:
     try:
         image = grey_from_json(body) if is_json else decode_image(body, "request body")
         x = image_input(image, "request body")  # (28, 28) in [0, 1]
-        proba = probabilities(net, x.reshape(1, -1))[0]  # (k,)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is reported below
+            proba = probabilities(net, x.reshape(1, -1))[0]  # (k,)
         if not np.isfinite(proba).all():
             raise GpunetError("the network's output is not finite for this input")
     except BadRequest:
@@ -292,6 +293,13 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def server_config(app: Any) -> uvicorn.Config:
+    """uvicorn's settings for `app`: the guarded protocol, keep-alive timeout, connection and header-size caps."""
+    return uvicorn.Config(app, http=Protocol, log_level="warning", timeout_keep_alive=KEEP_ALIVE,
+                          limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=MAX_HEAD,
+                          timeout_graceful_shutdown=2)
+
+
 def serve(model: Path | None, backend: Backend, host: str, port: int, say=print,
           allow_hosts: Iterable[str] = ()) -> None:
     """Load the model, bind host:port, print the address and serve until Ctrl-C. The server answers to the
@@ -304,9 +312,5 @@ def serve(model: Path | None, backend: Backend, host: str, port: int, say=print,
     bound = sock.getsockname()[1]
     url_host = f"[{host}]" if ":" in host else host
     say(f"serving {'-'.join(map(str, net.sizes))} on {backend.name} at http://{url_host}:{bound}/ (Ctrl-C stops)")
-    hosts = (*LOCAL_HOSTS, host, *allow_hosts)
-    app = create_app(net, describe_model(path, net, header), hosts)
-    server = uvicorn.Server(uvicorn.Config(app, http=Protocol, log_level="warning", timeout_keep_alive=KEEP_ALIVE,
-                                           limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=MAX_HEAD,
-                                           timeout_graceful_shutdown=2))
-    server.run(sockets=[sock])
+    app = create_app(net, describe_model(path, net, header), (*LOCAL_HOSTS, host, *allow_hosts))
+    uvicorn.Server(server_config(app)).run(sockets=[sock])
