@@ -17,6 +17,7 @@ or 1/8 scale (draft mode), and any failure at all becomes one GpunetError line n
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,11 @@ FORMATS = ("PNG", "JPEG")  # the only decoders ever used
 MAX_PIXELS = 4_000_000  # decoded pixels: 2000x2000 is plenty for a drawing or a photo of a digit (Pillow's own: 179 M)
 DRAFT = (512, 512)  # a JPEG is decoded at the smallest 1/2^k scale that keeps it at least this big
 MAX_FILE = 50_000_000  # bytes of an image file `predict` reads (a 4-Mpixel PNG is at most ~16 MB)
+
+# MAX_PIXELS is far stricter than Pillow's bomb check, and damaged EXIF is reported (or harmless): their warnings
+# would only add lines to the one line an image gets.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning)
 
 
 def decode_image(data: bytes, source: str = "image") -> Image.Image:
@@ -49,8 +55,8 @@ def decode_image(data: bytes, source: str = "image") -> Image.Image:
         image.draft("L", DRAFT)  # decode big photos at reduced scale; updates image.size
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise GpunetError(f"{source}: {width}x{height} image has {width * height / 1e6:.1f} megapixels, over "
-                          f"the limit of {MAX_PIXELS / 1e6:g}; scale it down first")
+        raise GpunetError(f"{source}: {width}x{height} image has {width * height:,} pixels, over the limit of "
+                          f"{MAX_PIXELS:,}; scale it down first")
     try:
         image.load()
         return ImageOps.exif_transpose(image)  # photos from phones carry their rotation in EXIF
