@@ -229,9 +229,9 @@ def _declared(path: Path, kind: str) -> None:
                 raise GpunetError(f"{path}: damaged {kind} file: array {name!r} is {dtype} {shape}, "
                                   "which a gpunet file never holds")
             total += count
-    if total > PARAMETER_BUDGET:
-        raise GpunetError(f"{path}: declares {total:,} numbers, over the limit of {PARAMETER_BUDGET:,} "
-                          f"({MAX_PARAMETERS:,} parameters with their optimizer state); refusing to load it")
+            if total > PARAMETER_BUDGET:
+                raise GpunetError(f"{path}: declares {total:,} numbers, over the limit of {PARAMETER_BUDGET:,} "
+                                  f"({MAX_PARAMETERS:,} parameters with their optimizer state); refusing to load it")
 
 
 def _read_npz(path: Path, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
