@@ -227,8 +227,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 opens it to your network)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 picks a free one)."),
     device: Device = typer.Option(Device("cpu"), help="cpu, cuda or auto; cpu is plenty for one drawing at a time."),
-    allow_host: list[str] = typer.Option([], "--allow-host", help="Also answer requests whose Host header names "
-                                         "NAME (repeatable); by default only localhost and --host."),
+    allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME",
+                                         help="Also answer requests whose Host header names NAME (repeatable); "
+                                         "by default only localhost and --host."),
 ) -> None:
     """Serve a page to draw a digit on, with live predictions, and a JSON API (needs the serve extra).
     See the README's Security section for what it accepts and refuses."""

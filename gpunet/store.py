@@ -47,7 +47,8 @@ def load_model(path: Path, backend: Backend) -> tuple[MLP, dict[str, Any]]:
     sizes = _sizes(path, arrays, header, "model")
     _check_fields(path, header, MODEL_FIELDS)
     header.setdefault("dataset", "mnist")
-    _check(path, header["dataset"] in DATASETS, f"dataset {_short(header['dataset'])} is not one of {', '.join(DATASETS)}", "model")
+    _check(path, header["dataset"] in DATASETS,
+           f"dataset {_short(header['dataset'])} is not one of {', '.join(DATASETS)}", "model")
     if "classes" not in header:
         header["classes"] = class_names(header["dataset"])
     if sizes[0] != PIXELS or sizes[-1] != len(header["classes"]):

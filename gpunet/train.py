@@ -106,7 +106,7 @@ def check_size(cfg: Config, dataset: str) -> None:
         raise GpunetError(f"--hidden {','.join(map(str, cfg.hidden))} makes a net of {params:,} parameters, over "
                           f"the limit of {MAX_PARAMETERS:,}; choose smaller hidden widths")
     train_file, _, test_file, _ = get_dataset(dataset).files
-    n_train, n_test = ((f.size - 16) // PIXELS for f in (train_file, test_file))
+    n_train, n_test = ((f.size - 16) // PIXELS if f.size else 60_000 for f in (train_file, test_file))
     m = n_train if cfg.limit == 0 else min(cfg.limit, n_train)
     batch = m if cfg.batch_size == "full" else min(cfg.batch_size, m)
     item = np.dtype(cfg.dtype).itemsize

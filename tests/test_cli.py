@@ -111,7 +111,7 @@ def test_config_that_is_not_text(tmp_path):
 
 def test_out_of_memory_is_one_clean_line(tmp_path):
     assert_clean_error(run("train", "--device", "cpu", "--hidden", "10000000000", "--out", str(tmp_path / "r")),
-                       "out of memory")
+                       "over the limit of 50,000,000")  # refused from its size, before the data loads
 
 
 def test_missing_config_file(tmp_path):

@@ -202,7 +202,7 @@ def test_predict_and_evaluate_json_are_strict_even_when_the_net_overflows(tmp_pa
     assert strict(evaluated.stdout[evaluated.stdout.index("{"):])["loss"] is None
 
 
-# Training: sizes, memory, a full disk ----------------------------------------------------------------------------------
+# Training: sizes, memory, a full disk ------------------------------------------------------------------------
 
 @pytest.fixture()
 def no_data(monkeypatch):

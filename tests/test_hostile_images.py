@@ -82,7 +82,8 @@ def test_bombs_are_refused_from_the_header_before_decoding(width, height, monkey
 
     monkeypatch.setattr(Image.Image, "load", no_decoding)
     monkeypatch.setattr(Image.core, "new", no_decoding)  # nor any pixel memory allocated
-    with pytest.raises(GpunetError, match=rf"{width}x{height} image has {width * height:,} pixels, over the limit of 4,000,000"):
+    message = rf"{width}x{height} image has {width * height:,} pixels, over the limit of 4,000,000"
+    with pytest.raises(GpunetError, match=message):
         decode_image(data, "upload")
 
 
