@@ -144,7 +144,7 @@ def refusal(headers: Headers, hosts: frozenset[str], scheme: str = "http") -> tu
     the Origin header is exactly scheme://Host."""
     host = headers.get("host", "")
     if host_name(host) not in hosts:
-        return 421, (f"Host {host[:100]!r} is not this server; it answers to {', '.join(sorted(hosts))} "
+        return 421, (f"Host {host[:100]!r} is not a name this server answers to "
                      "(start it with --allow-host NAME to serve another name)")
     origin = headers.get("origin")
     if origin is not None and origin.strip().lower() != f"{scheme}://{host.strip().lower()}":
