@@ -284,3 +284,22 @@ def test_a_wrong_host_over_http(real_server):
     r = conn.getresponse()
     assert r.status == 421 and "rebound.example" in json.loads(r.read())["error"]
     conn.close()
+
+
+def test_connections_over_the_cap_are_closed_at_once(real_server, monkeypatch):
+    monkeypatch.setattr(serve_module, "MAX_CONNECTIONS", 3)
+    monkeypatch.setattr(serve_module, "HEADER_TIMEOUT", 60.0)  # so only the cap can close them
+    held = [socket.create_connection(("127.0.0.1", real_server), timeout=10) for _ in range(5)]
+    try:
+        time.sleep(0.3)  # the server has accepted them all
+        for s in held[3:]:  # closed by the server at once, long before its header timeout
+            try:
+                assert s.recv(1) == b""
+            except ConnectionResetError:
+                pass
+        held.pop(0).close()
+        time.sleep(0.3)
+        assert timed_get_model(real_server) < ANSWER_WITHIN  # the freed slot serves the next client
+    finally:
+        for s in held:
+            s.close()
