@@ -98,6 +98,8 @@ def load_checkpoint(path: Path) -> Checkpoint:
         config = {k: check_value(f"{path}: config", k, v) for k, v in config.items()}
     except GpunetError as e:
         raise GpunetError(f"damaged checkpoint: {e}") from None
+    except (OverflowError, TypeError, ValueError):  # e.g. an integer too big for a float
+        raise GpunetError(f"{path}: damaged checkpoint file: config values are not what gpunet writes") from None
     _check(path, header["dataset"] in DATASETS, f"dataset {header['dataset']!r} is unknown")
     _check(path, list(sizes) == [PIXELS, *config["hidden"], NUM_CLASSES],
            f"weights of sizes {list(sizes)} do not match hidden = {config['hidden']}")
@@ -105,8 +107,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     history = header["history"]
     _check(path, len(history) == header["epoch"], f"history has {len(history)} rows for {header['epoch']} epochs")
     for row in history:
-        _check(path, isinstance(row, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                   and math.isfinite(v) for v in row.values())
+        _check(path, isinstance(row, dict) and all(_is_number(v) for v in row.values())
                and set(HISTORY_KEYS) <= set(row), "history rows are not the numbers of one epoch each")
     slots = OPTIMIZER_SLOTS[config["optimizer"]]
     expected = {"t": ()} | {f"{s}.{k}": v.shape for s in slots for k, v in params.items()}
@@ -136,7 +137,8 @@ def _is_int(v: Any) -> bool:
 
 
 def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A finite int or float that fits a float (JSON integers have no size limit)."""
+    return (_is_int(v) and abs(v) < 2 ** 1000) or (isinstance(v, float) and math.isfinite(v))
 
 
 # Header schemas: key -> (check, what it must be). Keys not listed are kept and never used.

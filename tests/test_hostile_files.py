@@ -294,3 +294,44 @@ def test_data_verify_refuses_a_bomb_in_a_data_dir(tmp_path):
     result = cli("data", "verify", "mnist", "--data-dir", tmp_path)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "holds more than the 60,008 bytes" in result.output
+
+
+ODD_VALUES = [None, True, -1, 0, 10 ** 400, 1e308, -0.5, "", "x" * 300, [], [1, "a"], {}, {"a": [None]}, [[[]]],
+              float("nan"), float("inf"), 784, [784, 16, 10], {"epoch": 1}]
+
+
+def fuzz_header(header: dict, rng: np.random.Generator) -> dict:
+    """`header` with one to three values (at any depth) replaced by odd JSON values, or a key dropped."""
+    header = json.loads(json.dumps(header))
+    for _ in range(int(rng.integers(1, 4))):
+        node = header
+        while True:
+            keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+            if not keys:
+                break
+            key = keys[int(rng.integers(len(keys)))]
+            if isinstance(node[key], (dict, list)) and node[key] and rng.random() < 0.5:
+                node = node[key]
+                continue
+            if isinstance(node, dict) and rng.random() < 0.15:
+                del node[key]
+            else:
+                node[key] = ODD_VALUES[int(rng.integers(len(ODD_VALUES)))]
+            break
+    return header
+
+
+@pytest.mark.parametrize("name, load", [("model.npz", lambda p: load_model(p, CPU)),
+                                        ("checkpoint.npz", load_checkpoint)])
+def test_fuzzed_headers_load_or_give_one_line(run, tmp_path, name, load):
+    rng = np.random.default_rng(12)
+    arrays, header = npz_parts(run / name)
+    refused = 0
+    for i in range(150):
+        path = write_npz(tmp_path / f"{i}-{name}", arrays, fuzz_header(header, rng))
+        try:
+            load(path)
+        except GpunetError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
+            refused += 1
+    assert refused > 75
