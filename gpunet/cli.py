@@ -136,9 +136,9 @@ def train(
     train_split, test_split = load_dataset(plan.dataset, data_dir, console)
     metrics = run_plan(plan, backend, train_split, test_split, console)
     if metrics["status"] == "interrupted":
-        typer.echo(f"interrupted after epoch {metrics['epoch']} step {metrics['step']}; checkpoint saved; "
-                   f"resume with: gpunet train --resume {plan.run_dir}", err=True)
-        raise typer.Exit(130)
+        typer.echo(f"interrupted ({metrics['signal']}) after epoch {metrics['epoch']} step {metrics['step']}; "
+                   f"checkpoint saved; resume with: gpunet train --resume {plan.run_dir}", err=True)
+        raise typer.Exit(143 if metrics["signal"] == "SIGTERM" else 130)  # 128 + the signal's number, as shells do
     kept = (f"epoch {metrics['best_epoch']}, best on validation" if metrics["val_samples"] else
             "the last epoch; no validation split")
     typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% of the kept model ({kept}) after "
@@ -209,12 +209,11 @@ def evaluate(
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
 ) -> None:
     """Test loss and accuracy, per-class precision, recall and F1, and the confusion matrix."""
-    import json
-
     from gpunet.backend import get_backend
     from gpunet.data import DeviceData, load_dataset
     from gpunet.datasets import class_names
     from gpunet.evaluate import evaluate_model
+    from gpunet.files import json_text
     from gpunet.store import load_model
 
     backend = get_backend(device.value)
@@ -222,7 +221,7 @@ def evaluate(
     name = dataset.value if dataset is not None else header.get("dataset", "mnist")
     test_split = load_dataset(name, data_dir, stderr_console())[1]
     report = evaluate_model(net, DeviceData(backend, test_split), name, class_names(name))
-    typer.echo(json.dumps({"model": str(model), **report.as_dict()}, indent=2) if json_out else report.table())
+    typer.echo(json_text({"model": str(model), **report.as_dict()}) if json_out else report.table())
 
 
 @app.command()
@@ -235,9 +234,8 @@ def predict(
     json_out: bool = typer.Option(False, "--json", help="Print path, top class and all probabilities as JSON."),
 ) -> None:
     """Top-3 classes of each image, after MNIST-style preprocessing (exit 2 if any file could not be read)."""
-    import json
-
     from gpunet.backend import get_backend
+    from gpunet.files import json_text
     from gpunet.predict import predict_files
     from gpunet.store import load_model
 
@@ -250,7 +248,7 @@ def predict(
         elif not json_out:
             typer.echo(r.line(classes))
     if json_out:
-        typer.echo(json.dumps([r.as_dict(classes) for r in results], indent=2))
+        typer.echo(json_text([r.as_dict(classes) for r in results]))
     good = [r for r in results if r.error is None]
     if show is not None and good:
         import numpy as np
@@ -285,8 +283,12 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 opens it to your network)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 picks a free one)."),
     device: Device = typer.Option(Device("cpu"), help="cpu, cuda or auto; cpu is plenty for one drawing at a time."),
+    allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME",
+                                         help="Also answer requests whose Host header names NAME (repeatable); "
+                                         "by default only localhost and --host."),
 ) -> None:
-    """Serve a page to draw a digit on, with live predictions, and a JSON API (needs the serve extra)."""
+    """Serve a page to draw a digit on, with live predictions, and a JSON API (needs the serve extra).
+    See the README's Security section for what it accepts and refuses."""
     try:
         from gpunet.serve import serve as run_server
     except ModuleNotFoundError as e:
@@ -297,7 +299,7 @@ def serve(
         fail(f"gpunet serve needs FastAPI and uvicorn ({e.name} is missing): {pip_extra('serve')}")
     from gpunet.backend import get_backend
 
-    run_server(model, get_backend(device.value), host, port, say=typer.echo)
+    run_server(model, get_backend(device.value), host, port, say=typer.echo, allow_hosts=allow_host)
 
 
 @app.command()

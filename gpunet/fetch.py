@@ -105,7 +105,7 @@ def fetch(ds: Dataset, force: bool = False, timeout: float = DEFAULT_TIMEOUT, co
             todo.append(f)
             continue
         try:
-            read_idx(path, f.sha256)
+            read_idx(path, f.sha256, f.size)
         except GpunetError as e:
             raise GpunetError(f"{e}; `gpunet data fetch {ds.name} --force` downloads it again") from None
     if not todo:

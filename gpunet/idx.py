@@ -32,24 +32,28 @@ def parse_idx(raw: bytes, source: str) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def read_bytes(path: Path) -> bytes:
-    """The file's bytes, decompressed when it ends in .gz; damage becomes a GpunetError naming the file."""
+def read_bytes(path: Path, size: int | None = None) -> bytes:
+    """The file's bytes, decompressed when it ends in .gz; damage becomes a GpunetError naming the file.
+
+    With `size`, at most size + 1 bytes are read (or decompressed), and a file holding more is refused."""
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            raw = f.read(-1 if size is None else size + 1)
     except FileNotFoundError:
         raise GpunetError(f"{path}: file not found") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise GpunetError(f"{path}: damaged or truncated gzip file ({e}); replace it with a good copy") from None
     except OSError as e:
         raise GpunetError(f"{path}: cannot read ({e.strerror or e})") from None
+    if size is not None and len(raw) > size:
+        raise GpunetError(f"{path}: holds more than the {size:,} bytes this file has; replace it with a good copy")
+    return raw
 
 
-def read_idx(path: Path, sha256: str | None = None) -> np.ndarray:
-    """Read an IDX file (raw or .gz); when `sha256` is given, the decompressed bytes must match it."""
-    raw = read_bytes(path)
+def read_idx(path: Path, sha256: str | None = None, size: int | None = None) -> np.ndarray:
+    """Read an IDX file (raw or .gz); when `sha256` is given, the decompressed bytes must match it; when `size`
+    is, reading stops after that many bytes (so a gzip bomb never expands in memory)."""
+    raw = read_bytes(path, size)
     if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
         raise GpunetError(f"{path}: SHA-256 of the decompressed data does not match the pinned digest; "
                           "the file is corrupt or not the canonical one, replace it")

@@ -63,7 +63,7 @@ def read_copy(ds: Dataset, folder: Path) -> tuple[Split, Split]:
         path = file_path(folder, f)
         if path is None:
             raise GpunetError(f"{folder / (f.name + '.gz')}: file not found (this copy of {ds.name} is incomplete)")
-        arrays[f.name] = (path, read_idx(path, f.sha256))
+        arrays[f.name] = (path, read_idx(path, f.sha256, f.size))
     splits = []
     for prefix in ("train", "t10k"):
         (ipath, images), (lpath, labels) = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]

@@ -157,6 +157,9 @@ def make_optimizer(name: str, backend: Backend, params: dict[str, Any], momentum
     raise ValueError(f"unknown optimizer {name!r}: use one of {', '.join(OPTIMIZERS)}")
 
 
+OPTIMIZER_SLOTS = {"gd": Optimizer.slots, "momentum": Momentum.slots, "adam": Adam.slots}  # state per parameter
+
+
 def learning_rate(base: float, schedule: str, step: int, total_steps: int) -> float:
     """The learning rate for step `step` (0-based) of `total_steps`: constant, or cosine-decayed to 0."""
     if schedule == "constant":

@@ -11,7 +11,7 @@ import numpy as np
 from gpunet.errors import GpunetError
 from gpunet.evaluate import probabilities
 from gpunet.model import MLP
-from gpunet.preprocess import read_image, to_mnist
+from gpunet.preprocess import file_input
 
 
 @dataclass
@@ -40,10 +40,9 @@ def predict_files(net: MLP, paths: list[Path]) -> list[Result]:
     results = []
     for path in paths:
         try:
-            results.append(Result(str(path), image=to_mnist(read_image(path))))
-        except GpunetError as e:
-            message = str(e)
-            results.append(Result(str(path), error=message if message.startswith(str(path)) else f"{path}: {message}"))
+            results.append(Result(str(path), image=file_input(path)))
+        except GpunetError as e:  # file_input turns every failure into one line naming the path
+            results.append(Result(str(path), error=str(e)))
     good = [r for r in results if r.error is None]
     if good:
         X = np.stack([r.image.reshape(-1) for r in good])  # (n, 784)

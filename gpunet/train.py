@@ -3,15 +3,16 @@
 A run directory holds metrics.json, model.npz and checkpoint.npz. model.npz is the kept model: the best epoch
 on the validation rows held out of the training set (gpunet.validation), or the last epoch with `val_size` 0;
 the test set is evaluated once, at the end, for that model. The checkpoint (every `checkpoint_every` epochs, at
-the end, and when Ctrl-C stops the run after its current step) holds the last weights, the optimizer state, the
-epoch and step reached, the partial epoch's sums, the history and the best epoch so far with its weights, so
-`resume` continues the run exactly: the shuffle of epoch e is drawn from a generator seeded with (seed, e), so
-the epoch fixes the RNG.
+the end, and when Ctrl-C or SIGTERM stops the run after its current step) holds the last weights, the optimizer
+state, the epoch and step reached, the partial epoch's sums, the history and the best epoch so far with its
+weights, so `resume` continues the run exactly: the shuffle of epoch e is drawn from a generator seeded with
+(seed, e), so the epoch fixes the RNG.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import platform
 import signal
 import threading
@@ -28,14 +29,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from gpunet.backend import Backend
 from gpunet.config import KEYS, Config, check_value, load_config
 from gpunet.data import DeviceData
-from gpunet.datasets import NUM_CLASSES, Split, class_names
+from gpunet.datasets import NUM_CLASSES, Split, class_names, get_dataset
 from gpunet.errors import GpunetError
 from gpunet.evaluate import evaluate
 from gpunet.files import write_json
 from gpunet.model import MLP
-from gpunet.optim import learning_rate, make_optimizer
+from gpunet.optim import OPTIMIZER_SLOTS, learning_rate, make_optimizer
 from gpunet.step import TrainStep
-from gpunet.store import Checkpoint, load_checkpoint, save_checkpoint, save_model
+from gpunet.store import MAX_PARAMETERS, PIXELS, Checkpoint, load_checkpoint, save_checkpoint, save_model
 from gpunet.validation import hold_out
 from gpunet.version import __version__
 
@@ -59,24 +60,68 @@ def prepare_run_dir(out: Path) -> Path:
 
 
 class CtrlC:
-    """Context: the first Ctrl-C sets `requested` (the loop checkpoints after its current step and returns);
-    a second one raises KeyboardInterrupt at once. Only the main thread can take signals; elsewhere a no-op."""
+    """Context: the first Ctrl-C or SIGTERM sets `requested` and `signal` (its name; the loop checkpoints after
+    its current step and returns); a second one raises KeyboardInterrupt at once. Only the main thread can take
+    signals; elsewhere a no-op."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __enter__(self) -> "CtrlC":
         self.requested = False
-        self.previous = None
+        self.signal = ""
+        self.previous = {}
         if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self.handle)
+            self.previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
         return self
 
     def handle(self, signum: int, frame: Any) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signal = signal.Signals(signum).name
 
     def __exit__(self, *exc: Any) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+        for s, previous in self.previous.items():
+            signal.signal(s, previous)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable on Linux), None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_size(cfg: Config, dataset: str) -> None:
+    """Refuse, before any data is loaded, a net over MAX_PARAMETERS or a run that would need more memory than
+    the machine has: parameters with their gradients, optimizer state and scratch, one batch's activations
+    forward and backward, the dataset on the host and as features (the estimate is of host memory)."""
+    sizes = [PIXELS, *cfg.hidden, NUM_CLASSES]
+    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    if params > MAX_PARAMETERS:
+        raise GpunetError(f"--hidden {','.join(map(str, cfg.hidden))} makes a net of {params:,} parameters, over "
+                          f"the limit of {MAX_PARAMETERS:,}; choose smaller hidden widths")
+    train_file, _, test_file, _ = get_dataset(dataset).files
+    n_train, n_test = ((f.size - 16) // PIXELS if f.size else 60_000 for f in (train_file, test_file))
+    m = n_train if cfg.limit == 0 else min(cfg.limit, n_train)
+    batch = m if cfg.batch_size == "full" else min(cfg.batch_size, m)
+    item = np.dtype(cfg.dtype).itemsize
+    need = (item * params * (3 + len(OPTIMIZER_SLOTS[cfg.optimizer]))  # weights, gradients, scratch, state
+            + item * 4 * max(batch, n_test) * sum(sizes)  # Z, A, dZ, dA of a batch (or of the test set)
+            + (n_train + n_test) * PIXELS * (1 + 4)  # uint8 images and float32 features on the host
+            + item * (m + n_test) * (PIXELS + NUM_CLASSES))  # features and one-hot targets on the device
+    free = available_memory()
+    if free is not None and need > free:
+        raise GpunetError(f"this run needs about {need / 1e9:.1f} GB of memory and {free / 1e9:.1f} GB is "
+                          f"available; try a smaller --hidden or --batch-size, a --limit, or --dtype float32")
 
 
 def resume_config(run_dir: Path, overrides: dict[str, Any]) -> tuple[Config, Checkpoint]:
@@ -122,12 +167,15 @@ def plan_run(config: str | Path | None, overrides: dict[str, Any], out: Path | N
     """A fresh run from `config` with command-line `overrides` into `out` (default runs/<UTC time>), or the
     continuation of the run in `resume` (its own config, directory and dataset; only `epochs` may be raised)."""
     if resume is None:
-        return Plan(load_config(config, overrides), Path(out) if out is not None else default_run_dir(),
+        plan = Plan(load_config(config, overrides), Path(out) if out is not None else default_run_dir(),
                     dataset or "mnist")
+        check_size(plan.cfg, plan.dataset)
+        return plan
     if config is not None or out is not None:
         raise GpunetError("--resume continues a run with its own config and directory; drop --config and --out")
     cfg, ckpt = resume_config(resume, overrides)
     plan = Plan(cfg, Path(resume), dataset or ckpt.meta["dataset"], ckpt)
+    check_size(plan.cfg, plan.dataset)
     if cfg.epochs != ckpt.meta["config"]["epochs"] and cfg.schedule != "constant":
         plan.notes.append(f"note: the {cfg.schedule} schedule now spans {cfg.epochs} epochs, so this run will not "
                           f"match a fresh {cfg.epochs}-epoch run")
@@ -260,7 +308,7 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
                     sums = {"loss_sum": backend.to_numpy(loss_sum), "correct": backend.to_numpy(correct)}
                     checkpoint(out / "checkpoint.npz", net, opt, metrics, kept, epoch - 1, s + 1, sums,
                                time.perf_counter() - t0)
-                    metrics.update(status="interrupted", epoch=epoch - 1, step=s + 1,
+                    metrics.update(status="interrupted", signal=ctrl_c.signal, epoch=epoch - 1, step=s + 1,
                                    train_seconds=sum(r["seconds"] for r in metrics["history"]))
                     write_json(out / "metrics.json", metrics)
                     return metrics

@@ -52,7 +52,7 @@ def test_predict_reports_bad_files_and_still_runs_the_others(trained_run, mnist,
     result = cli("predict", trained_run, text, good, empty, "--show", show)
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
-    assert f"error: {text}: not an image Pillow can read; give a PNG or JPEG of a digit" in lines
+    assert f"error: {text}: not a PNG or JPEG image; give a PNG or JPEG of a digit" in lines
     assert f"error: {empty}: empty file, not an image" in lines
     top3 = [line for line in lines if line.startswith(f"{good}: ")]
     assert len(top3) == 1 and top3[0].count("%") == 3

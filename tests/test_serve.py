@@ -35,7 +35,8 @@ WAIT_MS = 30_000  # generous: the page answers in well under a second, CI machin
 @pytest.fixture(scope="module")
 def client(trained_run):
     net, header = load_model(trained_run / "model.npz", get_backend("cpu"))
-    with TestClient(create_app(net, describe_model(trained_run / "model.npz", net, header))) as c:
+    with TestClient(create_app(net, describe_model(trained_run / "model.npz", net, header)),
+                    base_url="http://localhost") as c:  # the Host the server answers to by default
         yield c
 
 
@@ -109,9 +110,10 @@ def post_json_text(client, text: str):
 
 @pytest.mark.parametrize("send, status, says", [
     (lambda c: c.post("/api/predict", content=b"hello, not a picture", headers={"content-type": "image/png"}),
-     400, "not an image"),
-    (lambda c: c.post("/api/predict", content=png_bytes(Image.new("L", (50, 50), 255))), 400, "no digit"),
-    (lambda c: c.post("/api/predict", content=b""), 400, "empty body"),
+     400, "not a PNG or JPEG"),
+    (lambda c: c.post("/api/predict", content=png_bytes(Image.new("L", (50, 50), 255)),
+                      headers={"content-type": "image/png"}), 400, "no digit"),
+    (lambda c: c.post("/api/predict", content=b"", headers={"content-type": "image/png"}), 400, "empty body"),
     (lambda c: c.post("/api/predict", content=b"\x89PNG" + bytes(MAX_BODY), headers={"content-type": "image/png"}),
      413, "over 1 MB"),
     (lambda c: post_json_text(c, "[[0.5, 0.5"), 400, "not valid JSON"),
@@ -232,7 +234,8 @@ def server(trained_run):
 def test_server_answers_over_http(server, trained_run):
     assert "using the newest run" in server.said[0] and str(Path("runs") / trained_run.name) in server.said[0]
     assert json.loads(server.get("/api/model"))["sizes"] == [784, 128, 10]
-    request = urllib.request.Request(server.url + "api/predict", data=b"junk", method="POST")
+    request = urllib.request.Request(server.url + "api/predict", data=b"junk", method="POST",
+                                     headers={"content-type": "image/png"})
     with pytest.raises(urllib.error.HTTPError) as bad:
         urllib.request.urlopen(request, timeout=WAIT_MS / 1000)
     assert bad.value.code == 400 and "error" in json.loads(bad.value.read())

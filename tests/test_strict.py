@@ -197,7 +197,8 @@ def test_serve_predicts_on_the_strict_device(strict, cpu_run, mnist):
     answers = {}
     for device in ("cpu", "cuda"):
         net, header = load_model(cpu_run, gpunet.backend.get_backend(device))
-        with TestClient(create_app(net, describe_model(cpu_run, net, header))) as client:
+        app = create_app(net, describe_model(cpu_run, net, header))
+        with TestClient(app, base_url="http://localhost") as client:  # a Host the server answers to
             response = client.post("/api/predict", json={"pixels": pixels})
         assert response.status_code == 200, response.text
         answers[device] = response.json()

@@ -69,7 +69,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
 
 def test_out_of_memory_is_one_clean_line(tmp_path):
     assert_clean_error(cli("train", "--device", "cpu", "--hidden", "10000000000", "--out", tmp_path / "r"),
-                       "out of memory")
+                       "over the limit of 50,000,000")  # refused from its size, before the data loads
 
 
 def test_diverging_run_stops_with_a_hint(tmp_path):
