@@ -5,6 +5,7 @@ import gzip
 import io
 import socket
 import struct
+from typing import Callable
 
 import numpy as np
 from rich.console import Console
@@ -78,3 +79,25 @@ def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def mutate(data: bytes, rng: np.random.Generator, header_at: Callable[[bytes], list[int]]) -> bytes:
+    """One random damage of `data`: flipped bits, a truncation, an insertion, a deletion, or 4 random bytes at one
+    of the offsets `header_at(data)` names (where a format's parser reads sizes and types)."""
+    b = bytearray(data)
+    kind = rng.integers(5)
+    if kind == 0:
+        for i in rng.integers(0, len(b), rng.integers(1, 9)):
+            b[i] ^= 1 << int(rng.integers(8))
+    elif kind == 1:
+        b = b[:rng.integers(0, len(b))]
+    elif kind == 2:
+        at = int(rng.integers(0, len(b)))
+        b[at:at] = rng.bytes(int(rng.integers(1, 64)))
+    elif kind == 3:
+        at = int(rng.integers(0, len(b)))
+        del b[at:at + int(rng.integers(1, 64))]
+    else:
+        at = int(rng.choice(header_at(data)))
+        b[at:at + 4] = rng.bytes(4)
+    return bytes(b)
