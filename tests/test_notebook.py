@@ -16,7 +16,7 @@ DEVICE_LINE = 'device = "cpu"'
 
 def notebook(device: str = "cpu", before: str = "", after: str = ""):
     """The notebook with its device line set to `device`, and cells of code added before and after."""
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.reads(NOTEBOOK.read_text(), as_version=4)
     first = next(c for c in nb.cells if c.cell_type == "code")
     assert first.source.startswith(DEVICE_LINE), "the first code cell must start by naming the device"
     first.source = first.source.replace(DEVICE_LINE, f'device = "{device}"', 1)
