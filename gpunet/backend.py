@@ -59,25 +59,23 @@ class Backend:
         """out[i] = a[idx[i]]: gather a batch into a preallocated array (idx must be in range)."""
         return self.xp.take(a, idx, axis=0, out=out)
 
-    # The equations' products, with GEMM's alpha and beta: an accumulation into beta (momentum's v := mu v + dW)
-    # saves passes over memory where BLAS is called directly (cuBLAS in CudaBackend). These plain `xp` versions
-    # are NumPy's on the CPU: calling SciPy's BLAS with alpha and beta there measured no faster (README, Speed)
-    # and would load a second OpenBLAS with threads of its own.
+    # The equations' products: `beta` adds a product into `out` (momentum's v := mu v + dW), which cuBLAS does
+    # inside the GEMM (CudaBackend: no extra pass over memory). These plain `xp` versions are NumPy's on the CPU;
+    # calling SciPy's BLAS with beta there measured no faster (README, Speed) and would load a second OpenBLAS
+    # with threads of its own.
 
-    def gemm(self, A: Any, B: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
-        """out := alpha A @ B + beta out   # (m, k) @ (k, n) -> (m, n)"""
+    def gemm(self, A: Any, B: Any, out: Any, beta: float = 0.0) -> Any:
+        """out := A @ B + beta out   # (m, k) @ (k, n) -> (m, n)"""
         if beta:
-            out *= beta / alpha
+            out *= beta
             out += self.xp.matmul(A, B)
         else:
             self.xp.matmul(A, B, out=out)
-        if alpha != 1:
-            out *= alpha
         return out
 
-    def colsum(self, M: Any, ones: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
-        """out := alpha 1^T M + beta out   # (m, n) -> (n,), ones (m,): the sum over the batch"""
-        return self.gemm(ones[None, :], M, out[None, :], alpha, beta)[0]
+    def colsum(self, M: Any, ones: Any, out: Any, beta: float = 0.0) -> Any:
+        """out := 1^T M + beta out   # (m, n) -> (n,), ones (m,): the sum over the batch"""
+        return self.gemm(ones[None, :], M, out[None, :], beta)[0]
 
     def axpy(self, a: Any, x: Any, y: Any, tmp: Any) -> Any:
         """y += a x, through `tmp` (`a` may be a 0-d device array, as in a CUDA graph)."""
@@ -171,12 +169,12 @@ class CudaBackend(Backend):
         replay.kept = kept  # type: ignore[attr-defined]  # owned by the replay function, freed with it
         return replay
 
-    def gemm(self, A: Any, B: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
+    def gemm(self, A: Any, B: Any, out: Any, beta: float = 0.0) -> Any:
         (a, ta), (b, tb) = _rowmajor(A), _rowmajor(B)
-        return self.cublas.gemm(ta, tb, a, b, out=out, alpha=alpha, beta=beta)
+        return self.cublas.gemm(ta, tb, a, b, out=out, beta=beta)
 
-    def colsum(self, M: Any, ones: Any, out: Any, alpha: float = 1.0, beta: float = 0.0) -> Any:
-        return self.cublas.gemv("T", M, ones, out=out, alpha=alpha, beta=beta)
+    def colsum(self, M: Any, ones: Any, out: Any, beta: float = 0.0) -> Any:
+        return self.cublas.gemv("T", M, ones, out=out, beta=beta)
 
     def describe(self) -> str:
         info = gpu_info(self.xp)

@@ -166,7 +166,7 @@ def speed(backend: Backend, samples: int = 60_000, seconds: float = 2.0) -> dict
 
 
 def environment(backend: Backend) -> dict[str, Any]:
-    """Versions, CPU, BLAS and its threads (gpunet.bench.machine), and the accelerator."""
+    """Versions, CPU, BLAS and its threads (gpunet.bench.report.machine), and the accelerator."""
     from gpunet.bench.report import machine
 
     env = {"gpunet": __version__, "platform": platform.platform(), **backend.versions(), **machine(backend, None)}

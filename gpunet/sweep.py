@@ -183,6 +183,7 @@ def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path
     cfgs = [load_config(config, point) for point in grid]  # every point checked before any work
     if any(cfg.val_size == 0 for cfg in cfgs):
         raise GpunetError("val_size = 0: a sweep compares its points on the validation split; give --val-size N")
+    backends = {dt: get_backend(device, dt) for dt in dict.fromkeys(cfg.dtype for cfg in cfgs)}  # one per dtype
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -210,7 +211,7 @@ def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path
     if todo and workers == 1:
         train_split = load_dataset(dataset, data_dir)[0]  # the test split is dropped here, never used
         for i in todo:
-            record(i, run_point(cfgs[i], dirs[i], get_backend(device, cfgs[i].dtype), train_split, dataset))
+            record(i, run_point(cfgs[i], dirs[i], backends[cfgs[i].dtype], train_split, dataset))
             if status == "interrupted":
                 break
     elif todo:

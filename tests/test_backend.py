@@ -11,24 +11,24 @@ import pytest
 from helpers import assert_clean_error, cli
 
 
-@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (0.25, 0.0), (1.0, 0.9), (0.5, 0.9)])
+@pytest.mark.parametrize("beta", [0.0, 0.9])
 @pytest.mark.parametrize("transpose", [False, True])
-def test_products_match_numpy(backend, rng, alpha, beta, transpose):
-    """out := alpha A @ B + beta out, with A given as a transposed view as the backward pass does (A_{l-1}.T)."""
+def test_products_match_numpy(backend, rng, beta, transpose):
+    """out := A @ B + beta out, with A given as a transposed view as the backward pass does (A_{l-1}.T)."""
     A = rng.standard_normal((7, 5)) if not transpose else rng.standard_normal((5, 7))
     B, out0, ones = rng.standard_normal((5, 3)), rng.standard_normal((7, 3)), np.ones(7)
     Ad = backend.asarray(A).T if transpose else backend.asarray(A)
     Am = A.T if transpose else A
     out = backend.asarray(out0)
-    backend.gemm(Ad, backend.asarray(B), out, alpha=alpha, beta=beta)
-    np.testing.assert_allclose(backend.to_numpy(out), alpha * Am @ B + beta * out0, rtol=1e-5, atol=1e-5)
+    backend.gemm(Ad, backend.asarray(B), out, beta=beta)
+    np.testing.assert_allclose(backend.to_numpy(out), Am @ B + beta * out0, rtol=1e-5, atol=1e-5)
     col0 = rng.standard_normal(3)
     col = backend.asarray(col0)
-    backend.colsum(backend.asarray(out0), backend.asarray(ones), col, alpha=alpha, beta=beta)
-    np.testing.assert_allclose(backend.to_numpy(col), alpha * out0.sum(axis=0) + beta * col0, rtol=1e-5, atol=1e-5)
+    backend.colsum(backend.asarray(out0), backend.asarray(ones), col, beta=beta)
+    np.testing.assert_allclose(backend.to_numpy(col), out0.sum(axis=0) + beta * col0, rtol=1e-5, atol=1e-5)
     y = backend.asarray(out0)
-    backend.axpy(-alpha, backend.asarray(B[:1].repeat(7, axis=0)), y, backend.xp.empty_like(y))
-    np.testing.assert_allclose(backend.to_numpy(y), out0 - alpha * B[:1], rtol=1e-5, atol=1e-5)
+    backend.axpy(-0.25, backend.asarray(B[:1].repeat(7, axis=0)), y, backend.xp.empty_like(y))
+    np.testing.assert_allclose(backend.to_numpy(y), out0 - 0.25 * B[:1], rtol=1e-5, atol=1e-5)
 
 
 def test_cuda_without_cupy_is_one_clean_line(monkeypatch, tmp_path):

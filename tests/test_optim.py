@@ -41,3 +41,28 @@ def test_cosine_schedule():
     assert learning_rate(0.1, "cosine", 50, 100) == pytest.approx(0.05)
     assert learning_rate(0.1, "cosine", 99, 100) < 0.0001
     assert learning_rate(0.1, "constant", 99, 100) == 0.1
+
+
+def test_momentum_inside_the_gemm_equals_the_plain_update(rng):
+    """Where GEMM accumulates in place (cuBLAS), momentum's products write v := mu v + dW straight into the
+    velocity; that path gives the steps of the plain update. Here on a CPU backend told it may do the same."""
+    from gpunet.backend import CpuBackend
+    from gpunet.model import one_hot
+    from gpunet.step import TrainStep
+
+    class Accumulating(CpuBackend):
+        gemm_accumulates = True  # the base gemm's beta: out := A @ B + beta out
+
+    X = rng.random((64, 784))
+    y = rng.integers(0, 10, 64).astype(np.int32)
+    nets = []
+    for backend in (CPU64, Accumulating("float64")):
+        net = MLP(backend, (784, 16, 10), seed=5)
+        opt = make_optimizer("momentum", backend, net.params)
+        assert opt.targets(net.workspace(16))[2] == (0.9 if backend.gemm_accumulates else 0.0)
+        step = TrainStep(net, opt, X, one_hot(np, y, 10, np.float64), y)
+        for s in range(8):
+            step(np.arange(s % 4 * 16, s % 4 * 16 + 16), 0.1)
+        nets.append(net.state_dict())
+    for k in nets[0]:
+        np.testing.assert_allclose(nets[1][k], nets[0][k], rtol=1e-12, atol=1e-14, err_msg=k)

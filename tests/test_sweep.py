@@ -2,6 +2,7 @@
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,16 @@ def test_list_values_are_parsed_and_checked_per_element():
     (["--val-size", "0"], "val_size = 0: a sweep compares its points on the validation split"),
 ])
 def test_bad_list_values_are_one_clean_line(tmp_path, args, fragment):
-    result = runner.invoke(app, ["sweep", "--device", "cpu", "--out", str(tmp_path / "s"), *args])
+    assert_one_line_and_no_folder(tmp_path, ["--device", "cpu", *args], fragment)
+
+
+def test_cuda_without_cupy_is_one_line_before_the_folder_is_made(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` fails as if it were not installed
+    assert_one_line_and_no_folder(tmp_path, ["--device", "cuda", "--lr", "0.1,0.2"], "CuPy is not installed")
+
+
+def assert_one_line_and_no_folder(tmp_path, args, fragment):
+    result = runner.invoke(app, ["sweep", "--out", str(tmp_path / "s"), *args])
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()

@@ -6,13 +6,14 @@ for the full batch; each step also accumulates the train loss and accuracy on th
 ends with one read of them to the host (which also synchronises the device before the clock is read).
 - gpunet: `gpunet.step.TrainStep`, the step `gpunet train` runs (not a copy of it).
 - numpy (cupy on cuda): the same equations written the textbook way, a new array for every result.
-- pytorch, when importable (never a dependency): nn.Linear layers, cross_entropy, torch.optim.SGD, batches
-  sliced from tensors (no DataLoader).
+- pytorch, when importable (never a dependency): the lean loop (nn.Linear layers, cross_entropy,
+  torch.optim.SGD, one index_select of the epoch's shuffle, then contiguous slices; no DataLoader), and
+  pytorch-gather, a gather per batch with loss and accuracy summed every step.
 After one warm-up epoch each, the contenders take turns epoch by epoch (the order rotates), and the table
 shows medians. FLOPs are those of the matrix products (forward 2*m*(784h + 10h), backward the same again
 less the gradient w.r.t. the pixels); the sgemm rate is measured on the same backend at the step's shapes,
 and the GEMM floor is the time those products alone take per epoch. Peak memory: each contender runs again
-in a fresh subprocess (warm-up and one epoch) that reports its peak RSS on the CPU, or its memory pool's
+in a fresh subprocess (three epochs) that reports its peak RSS on the CPU, or its memory pool's
 size (CuPy) / peak reserved memory (PyTorch) on a GPU.
 
 `--whole-run` times complete training runs of a config's recipe instead (`run_whole`): gpunet through

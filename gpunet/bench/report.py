@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import platform
 from pathlib import Path
@@ -15,6 +14,8 @@ from rich.table import Table
 
 from gpunet.backend import Backend
 from gpunet.datasets import NUM_CLASSES
+from gpunet.errors import GpunetError
+from gpunet.files import write_json
 
 
 def machine(backend: Backend, torch_threads: int | None) -> dict[str, Any]:
@@ -77,9 +78,15 @@ def usable_contenders(names: list[str], backend: Backend) -> tuple[list[str], li
     return names, skipped, torch_threads
 
 
+def check_json_out(json_out: Path | None) -> None:
+    """Refuse a --json path whose folder does not exist before any timing starts (GpunetError)."""
+    if json_out is not None and not Path(json_out).resolve().parent.is_dir():
+        raise GpunetError(f"--json {json_out}: no such folder; give a path in an existing folder")
+
+
 def write_json_report(report: dict[str, Any], json_out: Path | None) -> None:
     if json_out is not None:
-        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
+        write_json(Path(json_out), report)  # atomic; a folder that cannot be written is one GpunetError line
 
 
 def print_machine(m: dict[str, Any], console: Console) -> None:

@@ -7,12 +7,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 
 from gpunet.backend import get_backend
 from gpunet.bench.contenders import Gpunet, Plain, gemm_flops, load_data
-from gpunet.bench.report import machine, print_report, usable_contenders, wide, write_json_report
+from gpunet.bench.report import check_json_out, machine, print_report, usable_contenders, wide, write_json_report
 from gpunet.bench.timing import gemm_floor, peak_memory, take_turns
 from gpunet.errors import GpunetError
 from gpunet.model import MLP
@@ -62,9 +61,8 @@ def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: i
     if epochs < 1:
         raise GpunetError("--epochs must be at least 1")
     sizes_asked = parse_batch_sizes(batch_sizes)
+    check_json_out(json_out)
     backend = get_backend(device)
-    if backend.dtype != np.float32:
-        raise GpunetError("gpunet bench runs float32")
     names, skipped, torch_threads = usable_contenders(parse_contenders(contenders), backend)
     data = load_data(backend, limit)
     init = MLP(backend, seed=0).state_dict()
@@ -72,7 +70,7 @@ def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: i
     report: dict[str, Any] = {
         "mode": "epoch", "machine": machine(backend, torch_threads), "device": backend.name, "samples": data.m,
         "epochs": epochs,
-        "sizes": list(sizes), "cuda_graph": graph and backend.name == "cuda", "skipped": skipped, "results": [],
+        "sizes": list(sizes), "cuda_graph": graph and backend.can_capture, "skipped": skipped, "results": [],
     }
     for batch in sizes_asked:
         B = data.m if batch == "full" else min(batch, data.m)

@@ -27,28 +27,6 @@ import numpy as np
 HIDDEN, LR, MOMENTUM, BATCH = 128, 0.1, 0.9, 128
 
 
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform's guess elsewhere)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def blas_info() -> str:
-    """The BLAS libraries NumPy uses and their thread counts (threadpoolctl, when installed)."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "BLAS threads unknown (pip install threadpoolctl)"
-    return ", ".join(f"{p['internal_api']} {p['version']} ({p['num_threads']} threads)"
-                     for p in threadpool_info() if p["user_api"] == "blas") or "no BLAS found"
-
-
 def datasets(dtype: str = "float32", mnist_train: int = 20000) -> dict[str, tuple[np.ndarray, ...]]:
     """name -> (X_train, X_test, y_train, y_test), features of `dtype`."""
     from sklearn.datasets import load_digits
@@ -137,10 +115,12 @@ def main(argv: list[str] | None = None) -> None:
 
         threadpool_limits(args.threads, user_api="blas")
     cuda = cuda_usable()
-    print(f"CPU: {cpu_name()}; {blas_info()}")
-    if cuda:
-        from gpunet.backend import get_backend
+    from gpunet.backend import get_backend
+    from gpunet.bench.report import machine
 
+    m = machine(get_backend("cpu"), None)
+    print(f"CPU: {m['cpu']}, {m['cores']} cores; BLAS {m['blas']}")
+    if cuda:
         print(f"GPU: {get_backend('cuda').describe()}")
     print(f"recipe: {HIDDEN} hidden ReLU, SGD momentum {MOMENTUM}, lr {LR}, batch {BATCH}, no L2, "
           f"{args.data_dtype} data")

@@ -68,7 +68,7 @@ def take_turns(tasks: dict[str, Callable[[int], Any]], rounds: int, warmup: int)
 
 
 def peak_memory(name: str, device: str, batch: int | str, limit: int, graph: bool) -> dict[str, float]:
-    """Run `name` in a fresh subprocess (set-up, warm-up and two epochs) and return its peak memory in MiB:
+    """Run `name` in a fresh subprocess (set-up and three epochs) and return its peak memory in MiB:
     "train" while training (with the data loaded: the table's figure) and "process" over the whole process
     (the CPU only: this includes the transient peak of decoding MNIST, the same for every contender)."""
     args = json.dumps({"name": name, "device": device, "batch": batch, "limit": limit, "graph": graph})

@@ -29,7 +29,7 @@ class Torch:
     def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool = False,
                  optimizer: str | None = None, momentum: float = MOMENTUM):
         self.torch, self.B, self.m = torch, B, data.m
-        self.dev = torch.device("cuda" if backend.name == "cuda" else "cpu")
+        self.dev = torch.device(backend.name)  # gpunet's device names are PyTorch's
         self.dtype = getattr(torch, np.dtype(backend.dtype).name)
         self.X, self.y = self.tensors(backend, data)
         self.Xs, self.ys = torch.empty_like(self.X), torch.empty_like(self.y)  # the shuffled epoch

@@ -11,7 +11,7 @@ from typing import Any
 from rich.console import Console
 
 from gpunet.backend import Backend, get_backend
-from gpunet.bench.report import machine, print_whole, usable_contenders, wide, write_json_report
+from gpunet.bench.report import check_json_out, machine, print_whole, usable_contenders, wide, write_json_report
 from gpunet.bench.run import parse_contenders
 from gpunet.bench.timing import take_turns
 from gpunet.config import Config, load_config
@@ -44,6 +44,7 @@ def run_whole(device: str = "cpu", config: str | Path | None = None, epochs: int
     Prints the table, optionally writes JSON; returns the report."""
     from gpunet.data import load_mnist
 
+    check_json_out(json_out)
     console = wide(console)
     if repeats < 1:
         raise GpunetError("--repeats must be at least 1")
