@@ -302,13 +302,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """One shuffled pass of `step` over its data; the mean loss (and the validation accuracy), read at once."""
         backend, xp = self._net.backend, self._net.backend.xp
         n = step.X.shape[0]
-        B = self._batch(n)
-        perm = None if B == n else backend.permutation(n, (seed, epoch))
         loss_sum, _ = step.zero_sums()
         # A diverging run overflows; the check below reports it, so NumPy's warnings would only be noise.
         with np.errstate(over="ignore", invalid="ignore"):
-            for s in range(math.ceil(n / B)):
-                step(None if perm is None else perm[s * B:(s + 1) * B], lr_of_step(s))
+            for s, idx in step.batches(self._batch(n), (seed, epoch)):
+                step(idx, lr_of_step(s))
             sums = [loss_sum / n]
             if val is not None:
                 sums.append((self._net.predict(val[0]) == val[1]).mean())

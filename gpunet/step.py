@@ -16,8 +16,9 @@ no effect on the CPU. The optimizer's occasional flush of tiny state (`Optimizer
 
 from __future__ import annotations
 
+import math
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -51,6 +52,15 @@ class TrainStep:
         self.loss_sum.fill(0)
         self.correct.fill(0)
         return self.loss_sum, self.correct
+
+    def batches(self, B: int, seed: tuple[int, ...], first: int = 0) -> Iterator[tuple[int, Array | None]]:
+        """One epoch in batches of B: (s, idx) for steps s = first, ..., idx a slice of a permutation of the
+        training rows drawn on the device from `seed` (None for the single step of the full batch)."""
+        n = self.X.shape[0]
+        steps = math.ceil(n / B)
+        perm = None if steps == 1 else self.backend.permutation(n, seed)
+        for s in range(first, steps):
+            yield s, None if perm is None else perm[s * B:(s + 1) * B]
 
     def __call__(self, idx: Array | None, lr: float) -> None:
         self.opt.t += 1

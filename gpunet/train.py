@@ -293,15 +293,13 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
         for epoch in range(start_epoch, cfg.epochs + 1):
             first = start_step if epoch == start_epoch else 0
             t0 = time.perf_counter() - (resume.meta["epoch_seconds"] if first else 0.0)
-            perm = None if steps == 1 else backend.permutation(tr.m, (cfg.seed, epoch))
             loss_sum, correct = step.zero_sums()  # the step's device accumulators
             if first:  # the interrupted epoch's sums so far
                 loss_sum += backend.asarray(resume.sums["loss_sum"])
                 correct += backend.asarray(resume.sums["correct"], dtype=xp.int64)
             bar.reset(batch_task, total=steps, completed=first)
-            for s in range(first, steps):
-                step(None if perm is None else perm[s * B:(s + 1) * B],
-                     learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, total_steps))
+            for s, idx in step.batches(B, (cfg.seed, epoch), first):
+                step(idx, learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, total_steps))
                 if (s + 1) % batch_tick == 0:
                     bar.update(batch_task, completed=s + 1)
                 if ctrl_c.requested:

@@ -38,12 +38,10 @@ class Gpunet:
         self.step = TrainStep(self.net, self.opt, data.X, data.Y, data.y, graph=graph)
 
     def epoch(self, e: int) -> tuple[float, float]:
-        m, B = self.data.m, self.B
-        steps = math.ceil(m / B)
-        perm = None if steps == 1 else self.backend.permutation(m, (0, e))
+        m = self.data.m
         loss_sum, correct = self.step.zero_sums()
-        for s in range(steps):
-            self.step(None if perm is None else perm[s * B:(s + 1) * B], LR)
+        for _, idx in self.step.batches(self.B, (0, e)):
+            self.step(idx, LR)
         loss, acc = self.backend.to_numpy(self.backend.xp.stack([loss_sum / m, correct / m])).tolist()
         return loss, acc
 
