@@ -47,16 +47,18 @@ def default_run_dir() -> Path:
     return Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def prepare_run_dir(out: Path) -> Path:
-    """Create `out`; refuse one that already holds a run, so nothing saved is overwritten."""
-    out = Path(out)
-    if (out / "metrics.json").exists() or (out / "model.npz").exists():
+def refuse_existing_run(out: Path) -> None:
+    """GpunetError when `out` already holds a run, so nothing saved is overwritten by a fresh one."""
+    if (Path(out) / "metrics.json").exists() or (Path(out) / "model.npz").exists():
         raise GpunetError(f"{out} already holds a run; choose another --out or remove it")
+
+
+def make_run_dir(out: Path) -> None:
+    """Create `out` (and its parents); GpunetError when it cannot be made."""
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise GpunetError(f"{out}: cannot create the run directory ({e.strerror or e})") from None
-    return out
 
 
 class CtrlC:
@@ -184,9 +186,9 @@ def plan_run(config: str | Path | None, overrides: dict[str, Any], out: Path | N
 
 def run_plan(plan: Plan, backend: Backend, train_split: Split, test_split: Split,
              console: Console | None = None) -> dict[str, Any]:
-    """Make the run directory of a fresh plan (refusing one that holds a run) and train."""
+    """Train the plan (a fresh one never into a directory that holds a run)."""
     if plan.resume is None:
-        prepare_run_dir(plan.run_dir)
+        refuse_existing_run(plan.run_dir)
     return train(plan.cfg, backend, train_split, test_split, plan.run_dir, console, dataset=plan.dataset,
                  resume=plan.resume, classes=class_names(plan.dataset))
 
@@ -236,7 +238,6 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
     `test_split` None it is never touched (a sweep). Returns the metrics; their status is "interrupted" when
     Ctrl-C stopped the run."""
     console = console or Console(stderr=True)
-    out.mkdir(parents=True, exist_ok=True)
     xp = backend.xp
     wall0 = time.perf_counter()
     holdout = hold_out(train_split, cfg.val_size) if cfg.val_size else None
@@ -278,6 +279,7 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
         kept = Kept(**resume.meta.get("best", {}), params=resume.best)
         start_epoch, start_step = resume.meta["epoch"] + 1, resume.meta["step"]
         console.print(f"resuming at epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
+    make_run_dir(out)  # only now: a run refused while setting up leaves no directory behind
     console.print(f"training {'-'.join(map(str, net.sizes))} on {tr.m} {dataset} samples"
                   + ("" if va is None else f" (validation: {va.m} held out)")
                   + f", {cfg.epochs} epochs x {steps} steps of batch {B}, {cfg.optimizer} lr {cfg.lr:g} "

@@ -83,6 +83,7 @@ def test_bad_val_size_is_one_clean_line(tmp_path, args, fragment):
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and fragment in lines[-1] and result.stderr.count("error: ") == 1
+    assert not (tmp_path / "r").exists()  # refused while setting up: no run directory is left behind
 
 
 # --- training with it -----------------------------------------------------------------------------------------
