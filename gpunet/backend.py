@@ -29,6 +29,7 @@ class Backend:
     name: str
     can_capture = False  # whether `capture` records CUDA graphs
     gemm_accumulates = False  # whether `gemm`'s beta adds into `out` in the product itself (no extra passes)
+    chunk_rows: int | None = None  # the training step takes a batch in row chunks of this many (None: whole)
 
     def __init__(self, xp: ModuleType, dtype: Any = np.float32):
         self.xp, self.dtype = xp, np.dtype(dtype)
@@ -67,7 +68,8 @@ class Backend:
     def gemm(self, A: Any, B: Any, out: Any, beta: float = 0.0) -> Any:
         """out := A @ B + beta out   # (m, k) @ (k, n) -> (m, n)"""
         if beta:
-            out *= beta
+            if beta != 1:
+                out *= beta
             out += self.xp.matmul(A, B)
         else:
             self.xp.matmul(A, B, out=out)
@@ -103,6 +105,9 @@ class CpuBackend(Backend):
     """NumPy on the host."""
 
     name = "cpu"
+    # 1024 rows of a 128-wide layer are 512 KiB, so a chunk's elementwise passes run in the core's cache instead
+    # of streaming the batch's arrays through memory, and its products ran faster too (README, Speed).
+    chunk_rows = 1024
 
     def __init__(self, dtype: Any = np.float32):
         super().__init__(np, dtype)

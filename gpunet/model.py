@@ -136,15 +136,16 @@ class MLP:
         return lambda: self.backend.gemm(M, ws.ones[:M.shape[1], None], out=ws.rowsum)
 
     def backward(self, ws: Workspace, Y: Array, dW: list[Array] | None = None, db: list[Array] | None = None,
-                 beta: Any = 0.0) -> dict[str, Array]:
+                 beta: Any = 0.0, m: int | None = None) -> dict[str, Array]:
         """Gradients of the mean cross-entropy, Y one-hot (m, 10), after `forward(X, ws)`: into ws.dW, ws.db,
-        or with beta != 0 added into dW[l] := beta dW[l] + dJ/dW_l (momentum's v := mu v + dW in the product).
-        Returns them named dW1, db1, ..."""
+        or with beta != 0 added into dW[l] := beta dW[l] + dJ/dW_l (momentum's v := mu v + dW in the product;
+        beta = 1 sums a batch's row chunks). `m` is the batch size the mean is over: ws.m unless ws holds one
+        row chunk of the batch. Returns them named dW1, db1, ..."""
         xp, gemm, colsum = self.backend.xp, self.backend.gemm, self.backend.colsum
         dW, db, L = dW or ws.dW, db or ws.db, self.L
         ones = ws.ones[:ws.m]
         dZ = xp.subtract(ws.A[L], Y, out=ws.dZ[L])  # dZ_L = (A_L - Y) / m   (m, 10)
-        dZ /= ws.m
+        dZ /= m or ws.m
         for l in range(L, 0, -1):
             gemm(ws.A[l - 1].T, dZ, out=dW[l], beta=beta)  # dW_l = A_{l-1}.T @ dZ_l   (n_{l-1}, n_l)
             colsum(dZ, ones, out=db[l], beta=beta)          # db_l = 1^T dZ_l          (n_l,)

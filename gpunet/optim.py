@@ -7,7 +7,7 @@ step (from `learning_rate`), so no step reads anything back from the device. A s
 arrays instead, so a replay reads the current values. Every update runs in place, through one scratch
 array per parameter (`tmp`), and allocates nothing.
 
-`targets(ws)` says where the training step's gradient products go: the workspace's dW and db, or, for
+`targets(dW, db)` says where the training step's gradient products go: the step's dW and db, or, for
 momentum on a backend whose GEMM accumulates in place (cuBLAS), the velocity itself, with GEMM's beta = mu
 doing v := mu v + dW inside the product.
 
@@ -49,9 +49,9 @@ class Optimizer:
         self.apply(params, grads, self.coefficients(lr, self.t))
         self.flush()
 
-    def targets(self, ws: Any) -> tuple[list[Any], list[Any], float]:
+    def targets(self, dW: list[Any], db: list[Any]) -> tuple[list[Any], list[Any], float]:
         """(dW, db, beta) for `MLP.backward`: the arrays the gradient products go to, added with `beta`."""
-        return ws.dW, ws.db, 0.0
+        return dW, db, 0.0
 
     def flush(self) -> None:
         """Every FLUSH_EVERY steps, zero the state entries that could reach a subnormal before the next flush."""
@@ -100,9 +100,9 @@ class Momentum(Optimizer):
         L = len(params) // 2
         self.v = {n: [None] + [self.state[f"v.{n}{l}"] for l in range(1, L + 1)] for n in "Wb"}
 
-    def targets(self, ws: Any) -> tuple[list[Any], list[Any], float]:
+    def targets(self, dW: list[Any], db: list[Any]) -> tuple[list[Any], list[Any], float]:
         if not self.backend.gemm_accumulates:
-            return super().targets(ws)
+            return super().targets(dW, db)
         return self.v["W"], self.v["b"], self.mu  # the products add into v: v := mu v + dW
 
     def update(self, k: str, P: Any, dP: Any, lr: Any) -> None:

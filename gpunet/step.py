@@ -6,6 +6,11 @@ into one `Workspace` per batch shape and the gather and sums into one `Buffers(k
 step of each batch shape nothing is allocated, and nothing is read back to the host. The optimizer says where
 the gradient products go (`Optimizer.targets`): momentum's are added straight into its velocity.
 
+On the CPU a batch larger than `backend.chunk_rows` (1024) runs in row chunks: each chunk's forward and
+backward, with the products of its backward added into the batch's gradients (GEMM's beta = 1). The gradient
+of the batch mean is the sum of the chunks' terms, so this is the same step; each chunk's arrays stay in the
+core's cache, where a whole batch's (30 MB per array at 60,000 rows) would stream through memory.
+
 On cuda the step can also be replayed as a CUDA graph (`GPUNET_CUDA_GRAPH=1`, or `graph=True`): the first
 step of each batch shape runs normally (allocating the arrays and compiling the kernels), the second is
 captured with `Backend.capture`, and from then on each step is one graph launch plus two or three small
@@ -37,7 +42,9 @@ class TrainStep:
         xp = self.backend.xp
         self.X, self.Y, self.y = X, Y, y  # (n, 784), (n, 10) one-hot, (n,) labels, on the device
         self.buf = Buffers(xp, keep=True)
-        self.workspaces: dict[int, Workspace] = {}  # batch size -> the equations' arrays
+        self.workspaces: dict[int, Workspace] = {}  # rows (batch or chunk size) -> the equations' arrays
+        self.dW = [None] + [xp.empty_like(W) for W in net.W[1:]]  # the batch's gradients, summed over its chunks
+        self.db = [None] + [xp.empty_like(b) for b in net.b[1:]]
         self.loss_sum = xp.zeros((), dtype=net.W[1].dtype)  # sum of per-sample losses this epoch
         self.correct = xp.zeros((), dtype=xp.int64)  # correct predictions this epoch
         if graph is None:
@@ -88,22 +95,36 @@ class TrainStep:
         self.replays[key]()
 
     def run(self, idx: Array | None, coefs: tuple[Any, ...]) -> None:
-        """The step's device work: batch gather, forward, loss and accuracy sums, backward, update."""
-        xp, net, buf = self.backend.xp, self.net, self.buf
+        """The step's device work, in row chunks of at most `backend.chunk_rows` (one chunk on a GPU): for each,
+        gather, forward, loss and accuracy sums, and backward adding into the batch's gradients; then the
+        update."""
+        net, n = self.net, self.X.shape[0] if idx is None else idx.shape[0]
+        dW, db, beta = self.opt.targets(self.dW, self.db)
+        C = self.backend.chunk_rows or n
+        for first in range(0, n, C):
+            X, Y, y = self.rows(idx, first, min(first + C, n))
+            m = X.shape[0]
+            ws = self.workspaces.get(m) or self.workspaces.setdefault(m, net.workspace(m))
+            self.add_sums(net.forward(X, ws).A[net.L], Y, y, ws)
+            grads = net.backward(ws, Y, dW, db, beta, m=n)  # the chunks' products add up to the batch's
+            beta = 1.0
+        self.opt.apply(net.params, grads, coefs)
+
+    def rows(self, idx: Array | None, start: int, stop: int) -> tuple[Array, Array, Array]:
+        """Rows start:stop of the batch (X, Y, y): views of the training set for the full batch, else gathered
+        into reused arrays."""
         if idx is None:
-            X, Y, y = self.X, self.Y, self.y
-        else:
-            m = idx.shape[0]
-            X = self.backend.take_rows(self.X, idx, buf("X", (m, self.X.shape[1]), self.X.dtype))
-            Y = self.backend.take_rows(self.Y, idx, buf("Y", (m, self.Y.shape[1]), self.Y.dtype))
-            y = self.backend.take_rows(self.y, idx, buf("y", (m,), self.y.dtype))
-        m = X.shape[0]
-        ws = self.workspaces.get(m) or self.workspaces.setdefault(m, net.workspace(m))
-        AL = net.forward(X, ws).A[net.L]
-        J = net.loss(AL, Y, ws)
+            return self.X[start:stop], self.Y[start:stop], self.y[start:stop]
+        idx, m, take, buf = idx[start:stop], stop - start, self.backend.take_rows, self.buf
+        return (take(self.X, idx, buf("X", (m, self.X.shape[1]), self.X.dtype)),
+                take(self.Y, idx, buf("Y", (m, self.Y.shape[1]), self.Y.dtype)),
+                take(self.y, idx, buf("y", (m,), self.y.dtype)))
+
+    def add_sums(self, AL: Array, Y: Array, y: Array, ws: Workspace) -> None:
+        """Add the rows' summed loss and correct predictions to the epoch's accumulators, on the device."""
+        xp, buf, m = self.backend.xp, self.buf, ws.m
+        J = self.net.loss(AL, Y, ws)
         J *= m
         self.loss_sum += J
         hits = xp.equal(xp.argmax(AL, axis=1, out=buf("pred", (m,), np.int64)), y, out=buf("hits", (m,), np.bool_))
         self.correct += xp.sum(hits, out=buf("nhits", (), np.int64))
-        dW, db, beta = self.opt.targets(ws)
-        self.opt.apply(net.params, net.backward(ws, Y, dW, db, beta), coefs)

@@ -70,6 +70,25 @@ def test_parse_batch_sizes_and_flop_count():
     assert gemm_flops(60000, (784, 128, 10)) == pytest.approx(24.545e9, rel=1e-3)
 
 
+def test_gemm_floor_takes_the_faster_shapes(monkeypatch):
+    """Where the backend takes a batch in row chunks, the floor is timed at both the whole batch's and one
+    chunk's shapes, and the faster rate sets it (chunking must not flatter the ratio to the floor)."""
+    from gpunet.bench import timing
+
+    asked = []
+
+    def rate(backend, B, sizes, min_seconds):
+        asked.append(B)
+        return {60000: 1e11, 1024: 2e11, 128: 1.5e11}[B]
+
+    monkeypatch.setattr(timing, "sgemm_rate", rate)
+    cpu = get_backend("cpu")
+    assert timing.gemm_floor(cpu, 60000, 60000, (784, 128, 10)) == (200.0, gemm_flops(60000, (784, 128, 10)) / 2e11)
+    assert sorted(asked) == [1024, 60000]
+    asked.clear()
+    assert timing.gemm_floor(cpu, 128, 60000, (784, 128, 10))[0] == 150.0 and asked == [128]
+
+
 def test_contenders_train_the_same_net(tmp_path):
     """gpunet's step and the plain reference, same init and shuffles, agree to float64 rounding."""
     be = get_backend("cpu", "float64")

@@ -179,14 +179,24 @@ def test_import_gpunet_does_not_import_sklearn():
     assert out.strip() == "True"
 
 
+def test_bench_against_sklearn_refuses_bad_batch_sizes(capsys):
+    from gpunet.bench.sklearn import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--batch-sizes", "0,128"])
+    assert e.value.code == 2 and "--batch-sizes '0,128'" in capsys.readouterr().err
+
+
 def test_bench_against_sklearn_prints_the_table(capsys):
     from gpunet.bench.sklearn import main
 
-    main(["--epochs-mnist", "1", "--epochs-digits", "2", "--repeats", "1", "--mnist-train", "2000"])
+    main(["--epochs-mnist", "1", "--epochs-digits", "2", "--repeats", "1", "--mnist-train", "2000",
+          "--batch-sizes", "64,128"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("CPU: ") and "float32 data" in lines[1]
     rows = [line.split() for line in lines[3:]]
-    assert [(r[0], r[-5]) for r in rows if r[-5] == "sklearn"] == [("mnist", "sklearn"), ("digits", "sklearn")]
+    assert [(r[0], r[-6]) for r in rows if r[-5] == "sklearn"] == [("mnist", "64"), ("mnist", "128"),
+                                                                   ("digits", "64"), ("digits", "128")]
     for row in rows:
         assert row[-4] in ("cpu", "cuda") and float(row[-3]) > 0 and row[-1].endswith("x")
         assert 50 < float(row[-2].rstrip("%")) <= 100  # one epoch already learns: test accuracy, not chance

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gpunet.backend import CpuBackend
 from gpunet.model import MLP, Buffers, one_hot
 from gpunet.optim import make_optimizer
 from gpunet.step import TrainStep
@@ -16,13 +17,17 @@ def dataset(rng, n=50, n_in=784):
     return X, y
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 7])
 @pytest.mark.parametrize("sizes", [(784, 16, 10), (784, 16, 12, 10)])
 @pytest.mark.parametrize("name, lr", [("gd", 0.1), ("momentum", 0.1), ("adam", 0.01)])
-def test_step_matches_the_public_api(rng, sizes, name, lr):
+def test_step_matches_the_public_api(rng, sizes, name, lr, chunk_rows):
+    """With chunk_rows 7, every batch runs in row chunks (the last one short), its gradients summed."""
     X, y = dataset(rng)
     Y = one_hot(np, y, 10, np.float64)
-    a, b = MLP(CPU64, sizes, seed=2), MLP(CPU64, sizes, seed=2)
-    opt_a, opt_b = make_optimizer(name, CPU64, a.params), make_optimizer(name, CPU64, b.params)
+    chunked = CpuBackend("float64")
+    chunked.chunk_rows = chunk_rows
+    a, b = MLP(chunked, sizes, seed=2), MLP(CPU64, sizes, seed=2)
+    opt_a, opt_b = make_optimizer(name, chunked, a.params), make_optimizer(name, CPU64, b.params)
     step = TrainStep(a, opt_a, X, Y, y)
     perm = rng.permutation(len(y))
     batches = [perm[0:16], perm[16:32], perm[32:48], perm[48:], None]  # a short last batch, then the full batch

@@ -11,8 +11,9 @@ ends with one read of them to the host (which also synchronises the device befor
   pytorch-gather, a gather per batch with loss and accuracy summed every step.
 After one warm-up epoch each, the contenders take turns epoch by epoch (the order rotates), and the table
 shows medians. FLOPs are those of the matrix products (forward 2*m*(784h + 10h), backward the same again
-less the gradient w.r.t. the pixels); the sgemm rate is measured on the same backend at the step's shapes,
-and the GEMM floor is the time those products alone take per epoch. Peak memory: each contender runs again
+less the gradient w.r.t. the pixels); the sgemm rate is measured on the same backend at the step's shapes
+(the faster of the whole batch's and, where the CPU takes a batch in row chunks, one chunk's), and the GEMM
+floor is the time those products alone take per epoch. Peak memory: each contender runs again
 in a fresh subprocess (three epochs) that reports its peak RSS on the CPU, or its memory pool's
 size (CuPy) / peak reserved memory (PyTorch) on a GPU.
 

@@ -116,7 +116,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
     console.print(r)
     floors = {row["batch"]: (row["sgemm_gflops"], row["gemm_floor_seconds"]) for row in report["results"]}
     console.print("GEMM floor: " + "; ".join(f"batch {b}: sgemm {g:.0f} GFLOP/s at the step's shapes, "
-                                             f"{s:.4f} s/epoch" for b, (g, s) in floors.items()))
+                                             f"{s:.4f} s/epoch" for b, (g, s) in floors.items())
+                  + " (shapes: the whole batch's or one row chunk's, the faster)")
     if any(row["ratio_to_pytorch"] is not None for row in report["results"]):
         console.print("vs pytorch: against the faster PyTorch row of the batch size; late/first: the median of the "
                       "later half of the timed epochs over the first")

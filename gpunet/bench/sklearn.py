@@ -1,10 +1,11 @@
 """gpunet.MLPClassifier against sklearn.neural_network.MLPClassifier: fit seconds and test accuracy.
 
     python -m gpunet.bench.sklearn [--epochs-mnist 5] [--epochs-digits 30] [--repeats 3] [--threads N]
-                                   [--data-dtype float32|float64] [--mnist-train 20000]
+                                   [--data-dtype float32|float64] [--mnist-train 20000] [--batch-sizes 128]
 
 Both fit the same architecture (n_features -> 128 ReLU -> n_classes softmax) with the same recipe: SGD with
-momentum 0.9 (classical, not Nesterov), constant learning rate 0.1, batch 128, shuffled every epoch, no L2
+momentum 0.9 (classical, not Nesterov), constant learning rate 0.1, batch 128 (or each of --batch-sizes),
+shuffled every epoch, no L2
 penalty, a fixed number of epochs (tol and n_iter_no_change set so neither stops early), on the same arrays:
 float32 by default, which scikit-learn keeps in float32, so both compute in the same precision; with
 `--data-dtype float64` scikit-learn computes in float64 and gpunet (dtype="float32") still in float32. Datasets: MNIST (the first 20,000 training images, the
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-HIDDEN, LR, MOMENTUM, BATCH = 128, 0.1, 0.9, 128
+HIDDEN, LR, MOMENTUM = 128, 0.1, 0.9
 
 
 def datasets(dtype: str = "float32", mnist_train: int = 20000) -> dict[str, tuple[np.ndarray, ...]]:
@@ -45,21 +46,21 @@ def datasets(dtype: str = "float32", mnist_train: int = 20000) -> dict[str, tupl
     }
 
 
-def contenders(epochs: int, cuda: bool) -> dict[str, Callable[[], Any]]:
-    """name -> a function making a fresh, unfitted classifier with the shared recipe."""
+def contenders(epochs: int, cuda: bool, batch: int = 128) -> dict[str, Callable[[], Any]]:
+    """name -> a function making a fresh, unfitted classifier with the shared recipe at batch size `batch`."""
     from sklearn.neural_network import MLPClassifier as SkMLP
 
     from gpunet.estimator import MLPClassifier
 
     def gpunet_on(device: str) -> Callable[[], Any]:
         return lambda: MLPClassifier(hidden_layer_sizes=(HIDDEN,), optimizer="momentum", momentum=MOMENTUM,
-                                     learning_rate_init=LR, batch_size=BATCH, max_iter=epochs, tol=0.0,
+                                     learning_rate_init=LR, batch_size=batch, max_iter=epochs, tol=0.0,
                                      n_iter_no_change=epochs + 1, random_state=0, device=device)
 
     makers = {
         "sklearn cpu": lambda: SkMLP(hidden_layer_sizes=(HIDDEN,), solver="sgd", momentum=MOMENTUM,
                                      nesterovs_momentum=False, learning_rate="constant", learning_rate_init=LR,
-                                     batch_size=BATCH, max_iter=epochs, alpha=0.0, tol=0.0,
+                                     batch_size=batch, max_iter=epochs, alpha=0.0, tol=0.0,
                                      n_iter_no_change=epochs + 1, early_stopping=False, random_state=0),
         "gpunet cpu": gpunet_on("cpu"),
     }
@@ -106,10 +107,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs-digits", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mnist-train", type=int, default=20000, help="MNIST training images used.")
+    parser.add_argument("--batch-sizes", default="128", help="Comma-separated batch sizes, each timed in turn.")
     parser.add_argument("--threads", type=int, default=0, help="Limit the BLAS threads (0: leave as is).")
     parser.add_argument("--data-dtype", choices=("float32", "float64"), default="float32",
                         help="The features' float type as both classifiers receive them.")
     args = parser.parse_args(argv)
+    try:
+        batches = [int(b) for b in args.batch_sizes.split(",")]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        parser.error(f"--batch-sizes {args.batch_sizes!r}: give positive integers, e.g. 32,128")
     if args.threads:
         from threadpoolctl import threadpool_limits
 
@@ -122,16 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CPU: {m['cpu']}, {m['cores']} cores; BLAS {m['blas']}")
     if cuda:
         print(f"GPU: {get_backend('cuda').describe()}")
-    print(f"recipe: {HIDDEN} hidden ReLU, SGD momentum {MOMENTUM}, lr {LR}, batch {BATCH}, no L2, "
-          f"{args.data_dtype} data")
-    print(f"{'dataset':<10} {'epochs':>6} {'contender':<12} {'fit s':>8} {'test acc':>9} {'speed-up':>9}")
+    print(f"recipe: {HIDDEN} hidden ReLU, SGD momentum {MOMENTUM}, lr {LR}, no L2, {args.data_dtype} data")
+    print(f"{'dataset':<10} {'epochs':>6} {'batch':>5} {'contender':<12} {'fit s':>8} {'test acc':>9} {'speed-up':>9}")
     for name, data in datasets(args.data_dtype, args.mnist_train).items():
         epochs = args.epochs_digits if name == "digits" else args.epochs_mnist
-        results = time_fits(contenders(epochs, cuda), data, args.repeats)
-        base = results["sklearn cpu"][0]
-        for who, (seconds, acc) in results.items():
-            print(f"{name:<10} {epochs:>6} {who:<12} {seconds:>8.3f} {100 * acc:>8.2f}% {base / seconds:>8.2f}x",
-                  flush=True)
+        for batch in batches:
+            results = time_fits(contenders(epochs, cuda, batch), data, args.repeats)
+            base = results["sklearn cpu"][0]
+            for who, (seconds, acc) in results.items():
+                print(f"{name:<10} {epochs:>6} {batch:>5} {who:<12} {seconds:>8.3f} {100 * acc:>8.2f}% "
+                      f"{base / seconds:>8.2f}x", flush=True)
 
 
 if __name__ == "__main__":
