@@ -6,10 +6,10 @@ into one `Workspace` per batch shape and the gather and sums into one `Buffers(k
 step of each batch shape nothing is allocated, and nothing is read back to the host. The optimizer says where
 the gradient products go (`Optimizer.targets`): momentum's are added straight into its velocity.
 
-On the CPU a batch larger than `backend.chunk_rows` (1024) runs in row chunks: each chunk's forward and
+On the CPU a batch larger than `backend.chunk_rows` (4096) runs in row chunks: each chunk's forward and
 backward, with the products of its backward added into the batch's gradients (GEMM's beta = 1). The gradient
-of the batch mean is the sum of the chunks' terms, so this is the same step; each chunk's arrays stay in the
-core's cache, where a whole batch's (30 MB per array at 60,000 rows) would stream through memory.
+of the batch mean is the sum of the chunks' terms, so this is the same step, but its arrays hold 4096 rows
+instead of the whole batch's (30 MB each for a 128-wide layer at 60,000 rows).
 
 On cuda the step can also be replayed as a CUDA graph (`GPUNET_CUDA_GRAPH=1`, or `graph=True`): the first
 step of each batch shape runs normally (allocating the arrays and compiling the kernels), the second is

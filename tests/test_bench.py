@@ -77,14 +77,14 @@ def test_gemm_floor_takes_the_faster_shapes(monkeypatch):
 
     asked = []
 
-    def rate(backend, B, sizes, min_seconds):
-        asked.append(B)
-        return {60000: 1e11, 1024: 2e11, 128: 1.5e11}[B]
+    def rate(backend, B, rows, sizes, min_seconds):
+        asked.append(rows)
+        return {60000: 1e11, 4096: 2e11, 128: 1.5e11}[rows]
 
     monkeypatch.setattr(timing, "sgemm_rate", rate)
     cpu = get_backend("cpu")
     assert timing.gemm_floor(cpu, 60000, 60000, (784, 128, 10)) == (200.0, gemm_flops(60000, (784, 128, 10)) / 2e11)
-    assert sorted(asked) == [1024, 60000]
+    assert sorted(asked) == [4096, 60000]
     asked.clear()
     assert timing.gemm_floor(cpu, 128, 60000, (784, 128, 10))[0] == 150.0 and asked == [128]
 

@@ -111,7 +111,8 @@ def print_report(report: dict[str, Any], console: Console) -> None:
                   f"{row['samples_per_second']:,.0f}",
                   "-" if row["ratio_to_pytorch"] is None else f"{row['ratio_to_pytorch']:.2f}x",
                   f"{row['gflops']:.1f}", f"{100 * row['fraction_of_sgemm']:.0f}%",
-                  f"{row['ratio_to_gemm_floor']:.2f}", f"{row['late_to_first']:.2f}", "-" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}",
+                  f"{row['ratio_to_gemm_floor']:.2f}", f"{row['late_to_first']:.2f}",
+                  "-" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}",
                   f"{row['train_loss']:.4f}")
     console.print(r)
     floors = {row["batch"]: (row["sgemm_gflops"], row["gemm_floor_seconds"]) for row in report["results"]}

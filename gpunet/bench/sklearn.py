@@ -5,13 +5,13 @@
 
 Both fit the same architecture (n_features -> 128 ReLU -> n_classes softmax) with the same recipe: SGD with
 momentum 0.9 (classical, not Nesterov), constant learning rate 0.1, batch 128 (or each of --batch-sizes),
-shuffled every epoch, no L2
-penalty, a fixed number of epochs (tol and n_iter_no_change set so neither stops early), on the same arrays:
-float32 by default, which scikit-learn keeps in float32, so both compute in the same precision; with
-`--data-dtype float64` scikit-learn computes in float64 and gpunet (dtype="float32") still in float32. Datasets: MNIST (the first 20,000 training images, the
-full 10,000 test images; pixels / 255) and scikit-learn's digits (pixels / 16; a stratified 75/25 split).
-Each fit runs once to warm up, then the contenders take turns `repeats` times; the table shows the median seconds and the last test
-accuracy, and gpunet's speed-up over scikit-learn. With a usable GPU, gpunet on cuda is timed too.
+shuffled every epoch, no L2 penalty, a fixed number of epochs (tol and n_iter_no_change set so neither stops
+early), on the same arrays: float32 by default, which scikit-learn keeps in float32, so both compute in the
+same precision; with `--data-dtype float64` scikit-learn computes in float64 and gpunet (dtype="float32")
+still in float32. Datasets: MNIST (the first 20,000 training images, the full 10,000 test images; pixels /
+255) and scikit-learn's digits (pixels / 16; a stratified 75/25 split). Each fit runs once to warm up, then
+the contenders take turns `repeats` times; the table shows the median seconds and the last test accuracy,
+and gpunet's speed-up over scikit-learn. With a usable GPU, gpunet on cuda is timed too.
 """
 
 from __future__ import annotations

@@ -19,28 +19,34 @@ from gpunet.errors import GpunetError
 
 def gemm_floor(backend: Backend, B: int, m: int, sizes: tuple[int, ...],
                min_seconds: float = 0.3) -> tuple[float, float]:
-    """(sgemm GFLOP/s, seconds per epoch of the step's products alone), on `backend`, at the faster of a whole
-    batch's shapes and, where the backend takes a batch in row chunks, one chunk's (smaller products can run
-    faster: in cache), so that chunking cannot flatter the ratio to the floor."""
-    rows = {B, min(B, backend.chunk_rows or B)}
-    rate = max(sgemm_rate(backend, r, sizes, min_seconds) for r in rows)
+    """(sgemm GFLOP/s, seconds per epoch of the step's products alone), on `backend`: the products of a batch of
+    B rows, taken whole and, where the backend takes a batch in row chunks, chunk by chunk; the faster sets the
+    floor, so that neither way of taking the batch can flatter the ratio to it."""
+    ways = {B, min(B, backend.chunk_rows or B)}
+    rate = max(sgemm_rate(backend, B, rows, sizes, min_seconds) for rows in ways)
     return rate / 1e9, gemm_flops(m, sizes) / rate
 
 
-def sgemm_rate(backend: Backend, B: int, sizes: tuple[int, ...], min_seconds: float) -> float:
-    """FLOP/s of one training pass's products over B rows (forward, dW and dA), the median of repeated runs."""
+def sgemm_rate(backend: Backend, B: int, rows: int, sizes: tuple[int, ...], min_seconds: float) -> float:
+    """FLOP/s of one training pass's products (forward, dW and dA) over B rows taken `rows` at a time, the
+    median of repeated runs. The activations are B distinct rows, so a chunked pass reads its inputs from
+    memory as the step does."""
     xp, dt = backend.xp, backend.dtype
     rng = np.random.default_rng(0)
-    A = [backend.asarray(rng.random((B, n))) for n in sizes]  # activations A0 .. AL, also used as dZ
-    W = [backend.asarray(rng.random((a, b))) for a, b in zip(sizes[:-1], sizes[1:])]
+    A = [backend.asarray(rng.random((B, n), dtype=np.float32)) for n in sizes]  # A0 .. AL, also used as dZ
+    W = [backend.asarray(rng.random((a, b), dtype=np.float32)) for a, b in zip(sizes[:-1], sizes[1:])]
     out = {}
 
     def products() -> None:
-        for l, Wl in enumerate(W, start=1):
-            out[f"Z{l}"] = xp.matmul(A[l - 1], Wl, out=out.get(f"Z{l}", xp.empty((B, Wl.shape[1]), dt)))
-            out[f"dW{l}"] = xp.matmul(A[l - 1].T, A[l], out=out.get(f"dW{l}", xp.empty(Wl.shape, dt)))
-            if l > 1:
-                out[f"dA{l}"] = xp.matmul(A[l], Wl.T, out=out.get(f"dA{l}", xp.empty((B, Wl.shape[0]), dt)))
+        for start in range(0, B, rows):
+            Ac = [a[start:start + rows] for a in A]
+            k = Ac[0].shape[0]
+            for l, Wl in enumerate(W, start=1):
+                out[f"Z{l}", k] = xp.matmul(Ac[l - 1], Wl, out=out.get((f"Z{l}", k), xp.empty((k, Wl.shape[1]), dt)))
+                out[f"dW{l}", k] = xp.matmul(Ac[l - 1].T, Ac[l], out=out.get((f"dW{l}", k), xp.empty(Wl.shape, dt)))
+                if l > 1:
+                    out[f"dA{l}", k] = xp.matmul(Ac[l], Wl.T,
+                                                 out=out.get((f"dA{l}", k), xp.empty((k, Wl.shape[0]), dt)))
 
     products()
     backend.synchronize()
