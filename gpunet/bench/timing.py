@@ -35,18 +35,20 @@ def sgemm_rate(backend: Backend, B: int, rows: int, sizes: tuple[int, ...], min_
     rng = np.random.default_rng(0)
     A = [backend.asarray(rng.random((B, n), dtype=np.float32)) for n in sizes]  # A0 .. AL, also used as dZ
     W = [backend.asarray(rng.random((a, b), dtype=np.float32)) for a, b in zip(sizes[:-1], sizes[1:])]
-    out = {}
+    lengths = {min(rows, B - start) for start in range(0, B, rows)}  # a chunk's rows, the last one's too
+    Z = {k: [xp.empty((k, Wl.shape[1]), dt) for Wl in W] for k in lengths}
+    dA = {k: [xp.empty((k, Wl.shape[0]), dt) for Wl in W] for k in lengths}
+    dW = [xp.empty(Wl.shape, dt) for Wl in W]
 
     def products() -> None:
         for start in range(0, B, rows):
             Ac = [a[start:start + rows] for a in A]
             k = Ac[0].shape[0]
-            for l, Wl in enumerate(W, start=1):
-                out[f"Z{l}", k] = xp.matmul(Ac[l - 1], Wl, out=out.get((f"Z{l}", k), xp.empty((k, Wl.shape[1]), dt)))
-                out[f"dW{l}", k] = xp.matmul(Ac[l - 1].T, Ac[l], out=out.get((f"dW{l}", k), xp.empty(Wl.shape, dt)))
-                if l > 1:
-                    out[f"dA{l}", k] = xp.matmul(Ac[l], Wl.T,
-                                                 out=out.get((f"dA{l}", k), xp.empty((k, Wl.shape[0]), dt)))
+            for i, Wl in enumerate(W):  # layer l = i + 1
+                xp.matmul(Ac[i], Wl, out=Z[k][i])  # Z_l = A_{l-1} W_l
+                xp.matmul(Ac[i].T, Ac[i + 1], out=dW[i])  # dW_l = A_{l-1}.T dZ_l
+                if i > 0:
+                    xp.matmul(Ac[i + 1], Wl.T, out=dA[k][i])  # dA_{l-1} = dZ_l W_l.T
 
     products()
     backend.synchronize()
