@@ -117,7 +117,7 @@ class CpuBackend(Backend):
 
     def take_rows(self, a: Any, idx: Any, out: Any) -> Any:
         # NumPy buffers `out` in its default mode="raise"; with in-range indices "wrap" is the same, unbuffered.
-        return np.take(a, idx, axis=0, out=out, mode="wrap")
+        return a.take(idx, axis=0, out=out, mode="wrap")
 
     def describe(self) -> str:
         return f"cpu (NumPy {np.__version__}, {self.dtype})"

@@ -39,28 +39,6 @@ from gpunet.backend import Backend
 Array = Any  # numpy.ndarray or cupy.ndarray
 
 
-class Buffers:
-    """Arrays asked for by name, shape and dtype (the training step's batch gather and sums).
-
-    By default each request gets a new array. With `keep=True` each (name, shape, dtype) is allocated once and
-    then reused, so the arrays keep their addresses (what a CUDA graph replay needs). `fill` initialises a new
-    array (for constants such as ones).
-    """
-
-    def __init__(self, xp: Any, keep: bool = False):
-        self.xp, self.keep = xp, keep
-        self.arrays: dict[tuple[str, tuple[int, ...], str], Array] = {}
-
-    def __call__(self, name: str, shape: tuple[int, ...], dtype: Any, fill: float | None = None) -> Array:
-        key = (name, tuple(shape), np.dtype(dtype).str)
-        a = self.arrays.get(key)
-        if a is None:
-            a = self.xp.empty(shape, dtype) if fill is None else self.xp.full(shape, fill, dtype)
-            if self.keep:
-                self.arrays[key] = a
-        return a
-
-
 class Workspace:
     """Every array the equations write for a batch of m samples, allocated once, named per layer l = 1..L:
     Z[l], A[l] (A[0] is the batch X), dZ[l], dW[l], db[l], the ReLU masks active[l] and the softmax's and
@@ -109,10 +87,8 @@ class MLP:
         self.L = len(self.sizes) - 1
         self.W = [None] + [backend.asarray(np.array(state[f"W{l}"])) for l in range(1, self.L + 1)]
         self.b = [None] + [backend.asarray(np.array(state[f"b{l}"])) for l in range(1, self.L + 1)]
-
-    @property
-    def params(self) -> dict[str, Array]:
-        return {f"{n}{l}": P[l] for l in range(1, self.L + 1) for n, P in (("W", self.W), ("b", self.b))}
+        self.params: dict[str, Array] = {f"{n}{l}": P[l] for l in range(1, self.L + 1)
+                                         for n, P in (("W", self.W), ("b", self.b))}
 
     def workspace(self, m: int) -> Workspace:
         return Workspace(self.backend.xp, self.sizes, m, self.W[1].dtype)
@@ -164,7 +140,7 @@ class MLP:
         AY = xp.multiply(AL, Y, out=ws.AY)
         p = self.backend.gemm(AY, ws.ones[:AY.shape[1], None], out=ws.p[:, None])[:, 0]  # (m,) row sums
         xp.maximum(p, np.finfo(dt).tiny, out=p)
-        J = xp.sum(xp.log(p, out=p), out=ws.J)
+        J = xp.log(p, out=p).sum(out=ws.J)
         J /= -ws.m
         return J
 
@@ -208,7 +184,7 @@ def softmax(xp: Any, Z: Array, out: Array | None = None, rowmax: Array | None = 
             rowsum: Callable[[], Array] | None = None) -> Array:
     """Row-wise softmax of Z (m, k) into `out`; subtracting the row max keeps exp finite for logits of any size.
     `rowsum()` returns the row sums of `out` (by default a reduction; the model's passes a product)."""
-    E = xp.subtract(Z, xp.max(Z, axis=1, keepdims=True, out=rowmax), out=out)
+    E = xp.subtract(Z, Z.max(axis=1, keepdims=True, out=rowmax), out=out)
     xp.exp(E, out=E)
     E /= rowsum() if rowsum else E.sum(axis=1, keepdims=True)
     return E

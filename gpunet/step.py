@@ -2,7 +2,7 @@
 
 One step gathers a batch from the device-resident training set, runs `net.forward`, adds the batch's loss
 and correct count to device accumulators, runs `net.backward` and the optimizer update. The equations write
-into one `Workspace` per batch shape and the gather and sums into one `Buffers(keep=True)`, so after the first
+into one `Workspace` per batch shape and the gather and sums into `Buffers`, so after the first
 step of each batch shape nothing is allocated, and nothing is read back to the host. The optimizer says where
 the gradient products go (`Optimizer.targets`): momentum's are added straight into its velocity.
 
@@ -27,11 +27,27 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from gpunet.model import MLP, Buffers, Workspace
+from gpunet.model import MLP, Workspace
 from gpunet.optim import Optimizer
 
 Array = Any
 GRAPH_ENV = "GPUNET_CUDA_GRAPH"
+
+
+class Buffers:
+    """The step's arrays beside the equations' (the batch gather, the sums), asked for by name, shape and dtype:
+    each allocated once and then reused, so they keep their addresses (what a CUDA graph replay needs)."""
+
+    def __init__(self, xp: Any):
+        self.xp = xp
+        self.arrays: dict[tuple[str, tuple[int, ...], Any], Array] = {}
+
+    def __call__(self, name: str, shape: tuple[int, ...], dtype: Any) -> Array:
+        key = (name, shape, dtype)
+        a = self.arrays.get(key)
+        if a is None:
+            a = self.arrays[key] = self.xp.empty(shape, dtype)
+        return a
 
 
 class TrainStep:
@@ -41,7 +57,7 @@ class TrainStep:
         self.net, self.opt, self.backend = net, opt, net.backend
         xp = self.backend.xp
         self.X, self.Y, self.y = X, Y, y  # (n, 784), (n, 10) one-hot, (n,) labels, on the device
-        self.buf = Buffers(xp, keep=True)
+        self.buf = Buffers(xp)
         self.workspaces: dict[int, Workspace] = {}  # rows (batch or chunk size) -> the equations' arrays
         self.dW = [None] + [xp.empty_like(W) for W in net.W[1:]]  # the batch's gradients, summed over its chunks
         self.db = [None] + [xp.empty_like(b) for b in net.b[1:]]
@@ -126,5 +142,5 @@ class TrainStep:
         J = self.net.loss(AL, Y, ws)
         J *= m
         self.loss_sum += J
-        hits = xp.equal(xp.argmax(AL, axis=1, out=buf("pred", (m,), np.int64)), y, out=buf("hits", (m,), np.bool_))
-        self.correct += xp.sum(hits, out=buf("nhits", (), np.int64))
+        hits = xp.equal(AL.argmax(axis=1, out=buf("pred", (m,), np.int64)), y, out=buf("hits", (m,), np.bool_))
+        self.correct += hits.sum(out=buf("nhits", (), np.int64))

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from gpunet.backend import CpuBackend
-from gpunet.model import MLP, Buffers, one_hot
+from gpunet.model import MLP, one_hot
 from gpunet.optim import make_optimizer
-from gpunet.step import TrainStep
+from gpunet.step import Buffers, TrainStep
 from helpers import CPU64
 
 
@@ -61,12 +61,12 @@ def test_step_reuses_its_arrays(rng):
     assert len(step.buf.arrays) > len(before)
 
 
-def test_buffers_fresh_by_default_and_kept_on_request():
-    fresh, kept = Buffers(np), Buffers(np, keep=True)
-    assert fresh("Z1", (2, 3), np.float32) is not fresh("Z1", (2, 3), np.float32)
-    assert kept("Z1", (2, 3), np.float32) is kept("Z1", (2, 3), np.float32)
-    assert kept("Z1", (2, 3), np.float32) is not kept("Z1", (2, 3), np.float64)
-    assert (kept("ones", (4,), np.float32, 1) == 1).all()
+def test_buffers_are_kept_per_name_shape_and_dtype():
+    kept = Buffers(np)
+    a = kept("Z1", (2, 3), np.float32)
+    assert kept("Z1", (2, 3), np.float32) is a and a.shape == (2, 3) and a.dtype == np.float32
+    assert kept("Z1", (2, 3), np.float64) is not a and kept("Z1", (3, 3), np.float32) is not a
+    assert kept("Z2", (2, 3), np.float32) is not a
 
 
 def test_public_forward_results_belong_to_the_caller(rng):

@@ -17,7 +17,6 @@ and gpunet's speed-up over scikit-learn. With a usable GPU, gpunet on cuda is ti
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 import warnings
