@@ -105,7 +105,7 @@ class CpuBackend(Backend):
     """NumPy on the host."""
 
     name = "cpu"
-    # A batch's arrays then take at most 4096 rows (2 MiB for a 128-wide layer), not the whole batch's (30 MiB
+    # A batch's arrays then take at most 4096 rows (2 MiB for a 128-wide layer), not the whole batch's (29 MiB
     # each at 60,000 rows), at about the same speed (README, Speed).
     chunk_rows = 4096
 

@@ -42,8 +42,9 @@ Array = Any  # numpy.ndarray or cupy.ndarray
 class Workspace:
     """Every array the equations write for a batch of m samples, allocated once, named per layer l = 1..L:
     Z[l], A[l] (A[0] is the batch X), dZ[l], dW[l], db[l], the ReLU masks active[l] and the softmax's and
-    loss's row vectors. The training step keeps one per batch shape (fixed addresses for a CUDA graph); the
-    public forward and backward make a fresh one, so their results belong to the caller."""
+    loss's row vectors. The training step keeps one per row count, a batch's or a row chunk's (fixed addresses
+    for a CUDA graph), and sums the gradients into arrays of its own; the public forward and backward make a
+    fresh one, so their results belong to the caller."""
 
     def __init__(self, xp: Any, sizes: tuple[int, ...], m: int, dtype: Any):
         self.m, L = m, len(sizes) - 1  # sizes (k,) alone: the loss's arrays only
@@ -113,7 +114,7 @@ class MLP:
 
     def backward(self, ws: Workspace, Y: Array, dW: list[Array] | None = None, db: list[Array] | None = None,
                  beta: Any = 0.0, m: int | None = None) -> dict[str, Array]:
-        """Gradients of the mean cross-entropy, Y one-hot (m, 10), after `forward(X, ws)`: into ws.dW, ws.db,
+        """Gradients of the mean cross-entropy, Y one-hot (ws.m, 10), after `forward(X, ws)`: into ws.dW, ws.db,
         or with beta != 0 added into dW[l] := beta dW[l] + dJ/dW_l (momentum's v := mu v + dW in the product;
         beta = 1 sums a batch's row chunks). `m` is the batch size the mean is over: ws.m unless ws holds one
         row chunk of the batch. Returns them named dW1, db1, ..."""

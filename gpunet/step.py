@@ -2,8 +2,9 @@
 
 One step gathers a batch from the device-resident training set, runs `net.forward`, adds the batch's loss
 and correct count to device accumulators, runs `net.backward` and the optimizer update. The equations write
-into one `Workspace` per batch shape and the gather and sums into `Buffers`, so after the first
-step of each batch shape nothing is allocated, and nothing is read back to the host. The optimizer says where
+into one `Workspace` per row count and the gather and sums into `Buffers`, so after the first step of each
+batch shape nothing is allocated (but the temporaries of NumPy's `out += A @ B` when a chunked batch sums its
+products, below), and nothing is read back to the host. The optimizer says where
 the gradient products go (`Optimizer.targets`): momentum's are added straight into its velocity.
 
 On the CPU a batch larger than `backend.chunk_rows` (4096) runs in row chunks: each chunk's forward and
