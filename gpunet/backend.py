@@ -37,6 +37,14 @@ class Backend:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.dtype})"
 
+    def __eq__(self, other: object) -> bool:
+        """The same kind of device (on CUDA: the current device) and dtype, so arrays made through one serve the
+        other; `get_backend` makes a new object on every call."""
+        return type(other) is type(self) and other.dtype == self.dtype  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.dtype))
+
     def asarray(self, a: Any, dtype: Any = None) -> Any:
         """Host array -> device array (of the backend's float dtype unless `dtype` says otherwise)."""
         return self.xp.asarray(a, dtype=self.dtype if dtype is None else dtype)

@@ -1,6 +1,6 @@
 """The backends: their products (gemm with alpha and beta, colsum, axpy) against float64 NumPy on every device;
 choosing the device: --device cuda without CuPy or without a usable GPU is one clean line, --device auto falls
-back to the cpu and says so."""
+back to the cpu and says so; two backends of the same device and dtype are equal."""
 
 import sys
 import types
@@ -8,7 +8,9 @@ import types
 import numpy as np
 import pytest
 
+from gpunet.backend import get_backend
 from helpers import assert_clean_error, cli
+from strict import StrictBackend
 
 
 @pytest.mark.parametrize("beta", [0.0, 0.9])
@@ -51,3 +53,9 @@ def test_auto_falls_back_to_cpu_and_says_so(monkeypatch, tmp_path):
     result = cli("train", "--epochs", "1", "--limit", "200", "--no-plots", "--out", tmp_path / "r")
     assert result.exit_code == 0, result.output
     assert "--device auto chose cpu" in result.stderr
+
+
+def test_backends_compare_by_device_and_dtype():
+    assert get_backend("cpu") == get_backend("cpu") and len({get_backend("cpu"), get_backend("cpu")}) == 1
+    assert get_backend("cpu") != get_backend("cpu", "float64")
+    assert get_backend("cpu") != StrictBackend() and StrictBackend() == StrictBackend()

@@ -22,6 +22,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from gpunet import MLPClassifier  # noqa: E402
 from gpunet.backend import get_backend  # noqa: E402
 from gpunet.config import load_config  # noqa: E402
+from gpunet.model import MLP  # noqa: E402
 from gpunet.data import to_features  # noqa: E402
 from gpunet.store import load_model  # noqa: E402
 from gpunet.train import train  # noqa: E402
@@ -111,6 +112,21 @@ def test_pickle_stores_host_arrays_and_resumes(digits):
     copy.partial_fit(X_train, y_train)
     np.testing.assert_array_equal(copy.coefs_[0], clf.coefs_[0])
     assert copy.n_iter_ == clf.n_iter_ == 3 and copy.loss_curve_ == clf.loss_curve_
+
+
+def test_the_fitted_net_is_reused_on_its_own_device(digits, monkeypatch):
+    """predict and partial_fit on the device the net lives on use it as it is, with no copy through the host."""
+    X_train, X_test, y_train, _ = digits
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, random_state=0, device="cpu").fit(X_train / 16, y_train)
+    net = clf._net
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the net was rebuilt from its host copy")
+
+    monkeypatch.setattr(MLP, "from_state_dict", no_copy)
+    clf.predict(X_test / 16)
+    clf.partial_fit(X_train / 16, y_train)
+    assert clf._net is net
 
 
 def test_partial_fit_rules(digits):
