@@ -151,7 +151,7 @@ def test_torch_follows_gpunets_recipe():
     step = TrainStep(net, make_optimizer("momentum", be, net.params, 0.8), data.X, data.Y, data.y)
     for lr in lrs:
         step(None, lr)
-    torch_net = Torch(be, data, data.m, init, optimizer="momentum", momentum=0.8)
+    torch_net = Torch(be, be.to_numpy(data.X), be.to_numpy(data.y), data.m, init, optimizer="momentum", momentum=0.8)
     for lr in lrs:  # the full batch: no shuffle, one step per epoch
         torch_net.epoch(0, [lr])
     layers = [m for m in torch_net.model if hasattr(m, "weight")]

@@ -40,11 +40,12 @@ def parse_contenders(text: str) -> list[str]:
 
 
 def runner_class(name: str) -> Any:
-    """The class that runs contender `name`; PyTorch's module is imported only here."""
+    """What makes contender `name`'s runner from (backend, data, B, init, graph); PyTorch's module is imported
+    only here."""
     if name.startswith("pytorch"):
         from gpunet.bench.torch import Torch, TorchGather
 
-        return TorchGather if name == "pytorch-gather" else Torch
+        return (TorchGather if name == "pytorch-gather" else Torch).on
     return {"gpunet": Gpunet, "numpy": Plain}[name]
 
 

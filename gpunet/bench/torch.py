@@ -26,12 +26,13 @@ class Torch:
 
     gather = False  # True: a gather per batch, loss and accuracy summed every step
 
-    def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool = False,
+    def __init__(self, backend: Backend, X: np.ndarray, y: np.ndarray, B: int, init: dict[str, np.ndarray],
                  optimizer: str | None = None, momentum: float = MOMENTUM):
-        self.torch, self.B, self.m = torch, B, data.m
+        """Training features X (n, 784) and labels y (n,) on the host, moved to `backend`'s device once."""
+        self.torch, self.B, self.m = torch, B, len(y)
         self.dev = torch.device(backend.name)  # gpunet's device names are PyTorch's
         self.dtype = getattr(torch, np.dtype(backend.dtype).name)
-        self.X, self.y = self.tensors(backend, data)
+        self.X, self.y = self.tensors(X, y)
         self.Xs, self.ys = torch.empty_like(self.X), torch.empty_like(self.y)  # the shuffled epoch
         L = len(init) // 2
         layers: list[Any] = []
@@ -43,7 +44,7 @@ class Torch:
                 layer = self.model[2 * (l - 1)]
                 layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(init[f"W{l}"].T)))
                 layer.bias.copy_(torch.from_numpy(init[f"b{l}"]))
-        optimizer = optimizer or ("gd" if B == data.m else "momentum")
+        optimizer = optimizer or ("gd" if B == self.m else "momentum")
         params = self.model.parameters()
         if optimizer == "adam":  # the same update as gpunet.optim.Adam (betas 0.9, 0.999; eps 1e-8)
             self.opt = torch.optim.Adam(params, lr=LR, betas=(0.9, 0.999), eps=1e-8)
@@ -51,10 +52,16 @@ class Torch:
             self.opt = torch.optim.SGD(params, lr=LR, momentum=momentum if optimizer == "momentum" else 0.0)
         self.gen = torch.Generator(device=self.dev)
 
-    def tensors(self, backend: Backend, data: Any) -> tuple[Any, Any]:
-        """(X, y) of `data` as tensors: on the CPU sharing the gpunet arrays' memory; on a GPU copied once."""
-        X = self.torch.from_numpy(backend.to_numpy(data.X)).to(self.dev)
-        return X, self.torch.from_numpy(backend.to_numpy(data.y).astype(np.int64)).to(self.dev)
+    @classmethod
+    def on(cls, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool = False) -> "Torch":
+        """The epoch bench's runner, over gpunet's device-resident `data` (copied to the host once, untimed)."""
+        return cls(backend, backend.to_numpy(data.X), backend.to_numpy(data.y), B, init)
+
+    def tensors(self, X: np.ndarray, y: np.ndarray) -> tuple[Any, Any]:
+        """Host features X (n, 784) and labels y (n,) as tensors: on the CPU sharing X's memory (when it has the
+        net's dtype); on a GPU copied once."""
+        X = self.torch.from_numpy(X).to(self.dev, self.dtype)
+        return X, self.torch.from_numpy(y.astype(np.int64)).to(self.dev)
 
     def epoch(self, e: int, lr: float | list[float] = LR, test: tuple[Any, Any] | None = None) -> list[float]:
         """One epoch (shuffle seeded with `e`) at `lr`, or lr[s] for step s. Returns the train loss and accuracy,
@@ -110,15 +117,17 @@ def torch_run(cfg: Config, backend: Backend, train_split: Split, test_split: Spl
     """The recipe of `cfg` in PyTorch, as `train` runs it: the same initial weights and network, the optimizer,
     the per-step learning rate of `gpunet.optim.learning_rate`, the batch size, a fresh shuffle each epoch
     (torch.randperm, seeded from the config's seed and the epoch), train sums on the device read once per epoch,
-    and the test set evaluated once, after the last epoch."""
-    from gpunet.data import DeviceData
+    and the test set evaluated once, after the last epoch. The features go from the host straight to PyTorch's
+    device, with no stop in gpunet's."""
+    from gpunet.data import to_features
 
-    tr, te = DeviceData(backend, train_split, cfg.limit), DeviceData(backend, test_split)
-    init = MLP(backend, (tr.X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed).state_dict()
-    B = tr.m if cfg.batch_size == "full" else min(cfg.batch_size, tr.m)
-    runner = Torch(backend, tr, B, init, optimizer=cfg.optimizer, momentum=cfg.momentum)
-    test = runner.tensors(backend, te)
-    steps = math.ceil(tr.m / B)
+    X, y = to_features(train_split.images[:cfg.limit or None]), train_split.labels[:cfg.limit or None]
+    init = MLP(backend, (X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed).state_dict()
+    m = len(y)
+    B = m if cfg.batch_size == "full" else min(cfg.batch_size, m)
+    runner = Torch(backend, X, y, B, init, optimizer=cfg.optimizer, momentum=cfg.momentum)
+    test = runner.tensors(to_features(test_split.images), test_split.labels)
+    steps = math.ceil(m / B)
     seconds = 0.0
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
