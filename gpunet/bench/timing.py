@@ -31,7 +31,7 @@ def sgemm_rate(backend: Backend, B: int, rows: int, sizes: tuple[int, ...], min_
     """FLOP/s of one training pass's products (forward, dW and dA) over B rows taken `rows` at a time, the
     median of repeated runs. The activations are B distinct rows, so a chunked pass reads its inputs from
     memory as the step does."""
-    xp, dt = backend.xp, backend.dtype
+    xp, dt, gemm = backend.xp, backend.dtype, backend.gemm  # the step's own products (cuBLAS on a GPU)
     rng = np.random.default_rng(0)
     A = [backend.asarray(rng.random((B, n), dtype=np.float32)) for n in sizes]  # A0 .. AL, also used as dZ
     W = [backend.asarray(rng.random((a, b), dtype=np.float32)) for a, b in zip(sizes[:-1], sizes[1:])]
@@ -45,10 +45,10 @@ def sgemm_rate(backend: Backend, B: int, rows: int, sizes: tuple[int, ...], min_
             Ac = [a[start:start + rows] for a in A]
             k = Ac[0].shape[0]
             for i, Wl in enumerate(W):  # layer l = i + 1
-                xp.matmul(Ac[i], Wl, out=Z[k][i])  # Z_l = A_{l-1} W_l
-                xp.matmul(Ac[i].T, Ac[i + 1], out=dW[i])  # dW_l = A_{l-1}.T dZ_l
+                gemm(Ac[i], Wl, out=Z[k][i])  # Z_l = A_{l-1} W_l
+                gemm(Ac[i].T, Ac[i + 1], out=dW[i])  # dW_l = A_{l-1}.T dZ_l
                 if i > 0:
-                    xp.matmul(Ac[i + 1], Wl.T, out=dA[k][i])  # dA_{l-1} = dZ_l W_l.T
+                    gemm(Ac[i + 1], Wl.T, out=dA[k][i])  # dA_{l-1} = dZ_l W_l.T
 
     products()
     backend.synchronize()
