@@ -48,7 +48,7 @@ def holder(folder: Path) -> str | None:
             path = file_path(folder, f) if "labels" in f.name else None
             if path is not None and path not in digests:
                 try:
-                    digests[path] = hashlib.sha256(read_bytes(path)).hexdigest()
+                    digests[path] = hashlib.sha256(read_bytes(path, f.size)).hexdigest()
                 except GpunetError:
                     digests[path] = None
             if path is not None and digests[path] == f.sha256:
@@ -121,14 +121,14 @@ def places(ds: Dataset, data_dir: Path | None = None) -> Iterator[Place]:
         if not any(file_path(folder, f) for f in ds.files):
             yield Place(where, folder, present=False)
             continue
-        other = holder(folder)
-        if other not in (None, ds.name):
-            yield Place(where, folder, present=False, other=other)
-            continue
         try:
-            yield Place(where, folder, present=True, splits=read_copy(ds, folder))
-        except GpunetError as e:
-            yield Place(where, folder, present=True, problem=str(e))
+            splits = read_copy(ds, folder)
+        except GpunetError as e:  # a damaged copy, or another dataset's files under the same names
+            other = holder(folder)
+            yield (Place(where, folder, present=False, other=other) if other not in (None, ds.name)
+                   else Place(where, folder, present=True, problem=str(e)))
+        else:
+            yield Place(where, folder, present=True, splits=splits)
 
 
 def locate(ds: Dataset, data_dir: Path | None = None,

@@ -155,6 +155,23 @@ def test_a_folder_of_another_dataset_is_passed_over_not_called_damaged():
     assert locate.holder(MNIST) == "mnist"
 
 
+def test_a_good_copy_is_read_once_and_label_files_are_read_with_their_size_cap(monkeypatch):
+    """Finding MNIST decompresses each of its files once; telling which dataset a folder holds (after its copy
+    failed) reads label files no further than their registered size, so a gzip bomb never expands."""
+    reads = []
+
+    def counted(path, size=None):
+        reads.append((path.name, size))
+        return real(path, size)
+
+    real = locate.read_bytes
+    monkeypatch.setattr(locate, "read_bytes", counted)
+    found, _ = locate.locate(DATASETS["mnist"], MNIST)
+    assert found is not None and found.where == "--data-dir" and reads == []  # read_copy reads through read_idx
+    assert locate.holder(MNIST) == "mnist"
+    assert reads and all(size is not None for _, size in reads)
+
+
 def test_damaged_mnist_is_still_damaged_mnist(tmp_path):
     folder = tmp_path / "mnist"
     folder.mkdir()
