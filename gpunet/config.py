@@ -38,7 +38,8 @@ class Key:
     choices: tuple[str, ...] = ()  # a fixed set of values (offered as a choice on the command line)
 
 
-def _is_int(v: Any) -> bool:
+def is_int(v: Any) -> bool:
+    """An int and not a bool (JSON and TOML integers)."""
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -47,7 +48,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _int_at_least(low: int) -> Callable[[Any], Any]:
-    return lambda v: v if _is_int(v) and v >= low else None
+    return lambda v: v if is_int(v) and v >= low else None
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[Any], Any]:
@@ -55,9 +56,9 @@ def _one_of(choices: tuple[str, ...]) -> Callable[[Any], Any]:
 
 
 def _hidden(v: Any) -> list[int] | None:
-    if _is_int(v) and v >= 1:
+    if is_int(v) and v >= 1:
         return [v]
-    return list(v) if isinstance(v, list) and v and all(_is_int(x) and x >= 1 for x in v) else None
+    return list(v) if isinstance(v, list) and v and all(is_int(x) and x >= 1 for x in v) else None
 
 
 def _parse_widths(text: str) -> list[int]:
@@ -81,7 +82,7 @@ class Config:
     epochs: int = _key(_int_at_least(1), "an integer >= 1", "Number of passes over the training set.", cli_type=int)
     lr: float = _key(lambda v: float(v) if _is_number(v) and 0 < v < float("inf") else None, "a number > 0",
                      "Learning rate alpha.", cli_type=float)
-    batch_size: int | str = _key(lambda v: v if (_is_int(v) and v >= 1) or v == "full" else None,
+    batch_size: int | str = _key(lambda v: v if (is_int(v) and v >= 1) or v == "full" else None,
                                  'an integer >= 1 or "full"', "Samples per step, or 'full' for full-batch descent.",
                                  parse=_parse_batch)
     optimizer: str = _key(_one_of(OPTIMIZERS), " | ".join(OPTIMIZERS), "gd (the seed's rule), momentum, or adam.",

@@ -9,13 +9,15 @@ them into per-class precision, recall and F1 on the host (arithmetic on the smal
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from gpunet.data import DeviceData
 from gpunet.errors import GpunetError
 from gpunet.model import MLP
+
+if TYPE_CHECKING:  # a type only: importing gpunet.data would load the download code into predict and serve
+    from gpunet.data import DeviceData
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 

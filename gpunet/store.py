@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gpunet.backend import Backend
-from gpunet.config import KEYS, check_value
+from gpunet.config import KEYS, check_value, is_int
 from gpunet.datasets import DATASETS, NUM_CLASSES, class_names
 from gpunet.errors import GpunetError
 from gpunet.files import atomic_write
@@ -138,20 +138,16 @@ def _check(path: Path, ok: bool, problem: str, kind: str = "checkpoint") -> None
         raise GpunetError(f"{path}: damaged {kind} file: {problem}")
 
 
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 def _is_number(v: Any) -> bool:
     """A finite int or float that fits a float (JSON integers have no size limit)."""
-    return (_is_int(v) and abs(v) < 2 ** 1000) or (isinstance(v, float) and math.isfinite(v))
+    return (is_int(v) and abs(v) < 2 ** 1000) or (isinstance(v, float) and math.isfinite(v))
 
 
 # Header schemas: key -> (check, what it must be). Keys not listed are kept and never used.
 Field = tuple[Callable[[Any], bool], str]
 COMMON_FIELDS: dict[str, Field] = {
     "gpunet": (lambda v: isinstance(v, str), "a version string"),
-    "sizes": (lambda v: isinstance(v, list) and len(v) >= 2 and all(_is_int(n) and n >= 1 for n in v),
+    "sizes": (lambda v: isinstance(v, list) and len(v) >= 2 and all(is_int(n) and n >= 1 for n in v),
               "a list of layer widths"),
 }
 MODEL_FIELDS: dict[str, Field] = {
@@ -160,10 +156,10 @@ MODEL_FIELDS: dict[str, Field] = {
     "dataset": (lambda v: isinstance(v, str), "a dataset name"),
     "classes": (lambda v: isinstance(v, list) and all(isinstance(c, str) for c in v), "a list of class names"),
     "device": (lambda v: isinstance(v, str), "a device name"),
-    "epochs": (lambda v: _is_int(v) and v >= 0, "an epoch count"),
+    "epochs": (lambda v: is_int(v) and v >= 0, "an epoch count"),
     "test_accuracy": (lambda v: v is None or (_is_number(v) and 0 <= v <= 1), "a number in [0, 1]"),
     "test_loss": (lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0"),
-    "best_epoch": (lambda v: _is_int(v) and v >= 0, "an epoch number"),
+    "best_epoch": (lambda v: is_int(v) and v >= 0, "an epoch number"),
     "val_accuracy": (lambda v: v is None or (_is_number(v) and 0 <= v <= 1), "a number in [0, 1]"),
     "val_loss": (lambda v: v is None or (_is_number(v) and v >= 0), "a number >= 0"),
 }
@@ -171,13 +167,13 @@ CHECKPOINT_FIELDS: dict[str, Field] = {
     **COMMON_FIELDS,
     "config": (lambda v: isinstance(v, dict), "a table of config keys"),
     "dataset": (lambda v: isinstance(v, str), "a dataset name"),
-    "train_samples": (lambda v: _is_int(v) and v >= 1, "a sample count"),
-    "epoch": (lambda v: _is_int(v) and v >= 0, "an epoch count"),
-    "step": (lambda v: _is_int(v) and v >= 0, "a step count"),
+    "train_samples": (lambda v: is_int(v) and v >= 1, "a sample count"),
+    "epoch": (lambda v: is_int(v) and v >= 0, "an epoch count"),
+    "step": (lambda v: is_int(v) and v >= 0, "a step count"),
     "epoch_seconds": (lambda v: _is_number(v) and v >= 0, "seconds"),
     "history": (lambda v: isinstance(v, list), "a list of epochs"),
     "validation": (lambda v: v is None or isinstance(v, dict), "the validation split's description"),
-    "best": (lambda v: isinstance(v, dict) and _is_int(v.get("epoch")) and v["epoch"] >= 0
+    "best": (lambda v: isinstance(v, dict) and is_int(v.get("epoch")) and v["epoch"] >= 0
              and all(v.get(k) is None or _is_number(v[k]) for k in ("val_accuracy", "val_loss")),
              "the best epoch and its validation scores"),
 }
