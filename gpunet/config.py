@@ -110,6 +110,11 @@ class Config:
 KEYS: dict[str, Key] = {f.name: f.metadata["key"] for f in fields(Config)}
 
 
+def batch_rows(batch_size: int | str, m: int) -> int:
+    """The rows of one step over m samples: all of them for "full", else batch_size, at most m."""
+    return m if batch_size == "full" else min(int(batch_size), m)
+
+
 def parse_value(key: str, text: str) -> Any:
     """A command-line value of `key` as the config holds it, unchecked; GpunetError when it cannot be read."""
     try:

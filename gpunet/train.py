@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gpunet.backend import Backend
-from gpunet.config import KEYS, Config, check_value, load_config
+from gpunet.config import KEYS, Config, batch_rows, check_value, load_config
 from gpunet.data import DeviceData
 from gpunet.datasets import NUM_CLASSES, Split, class_names, get_dataset
 from gpunet.errors import GpunetError
@@ -114,7 +114,7 @@ def check_size(cfg: Config, dataset: str) -> None:
     train_file, _, test_file, _ = get_dataset(dataset).files
     n_train, n_test = ((f.size - 16) // PIXELS if f.size else 60_000 for f in (train_file, test_file))
     m = n_train if cfg.limit == 0 else min(cfg.limit, n_train)
-    batch = m if cfg.batch_size == "full" else min(cfg.batch_size, m)
+    batch = batch_rows(cfg.batch_size, m)
     item = np.dtype(cfg.dtype).itemsize
     need = (item * params * (3 + len(OPTIMIZER_SLOTS[cfg.optimizer]))  # weights, gradients, scratch, state
             + item * 4 * max(batch, n_test) * sum(sizes)  # Z, A, dZ, dA of a batch (or of the test set)
@@ -249,7 +249,7 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
         net = MLP.from_state_dict(backend, resume.params)
     opt = make_optimizer(cfg.optimizer, backend, net.params, cfg.momentum)
     step = TrainStep(net, opt, tr.X, tr.Y, tr.y)  # reused arrays; a CUDA graph with GPUNET_CUDA_GRAPH=1
-    B = tr.m if cfg.batch_size == "full" else min(cfg.batch_size, tr.m)
+    B = batch_rows(cfg.batch_size, tr.m)
     steps = math.ceil(tr.m / B)
     total_steps = cfg.epochs * steps
     log_every = max(1, cfg.epochs // 20)

@@ -10,6 +10,7 @@ from gpunet.backend import get_backend
 from gpunet.bench.contenders import load_data
 from gpunet.bench.run import runner_class
 from gpunet.bench.timing import rss_peak_mib
+from gpunet.config import batch_rows
 from gpunet.model import MLP
 
 
@@ -18,7 +19,7 @@ def memory_child(args_json: str) -> None:
     a = json.loads(args_json)
     backend = get_backend(a["device"])
     data = load_data(backend, a["limit"])
-    B = data.m if a["batch"] == "full" else min(int(a["batch"]), data.m)
+    B = batch_rows(a["batch"], data.m)
     runner = runner_class(a["name"])(backend, data, B, MLP(backend, seed=0).state_dict(), a["graph"])
     out: dict[str, float] = {}
     if backend.name == "cpu":

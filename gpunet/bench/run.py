@@ -13,6 +13,7 @@ from gpunet.backend import get_backend
 from gpunet.bench.contenders import Gpunet, Plain, gemm_flops, load_data
 from gpunet.bench.report import check_json_out, machine, print_report, usable_contenders, wide, write_json_report
 from gpunet.bench.timing import gemm_floor, peak_memory, take_turns
+from gpunet.config import batch_rows
 from gpunet.errors import GpunetError
 from gpunet.model import MLP
 
@@ -66,15 +67,15 @@ def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: i
     backend = get_backend(device)
     names, skipped, torch_threads = usable_contenders(parse_contenders(contenders), backend)
     data = load_data(backend, limit)
-    init = MLP(backend, seed=0).state_dict()
-    sizes = tuple(w.shape[0] for w in (init["W1"], init["W2"])) + (init["W2"].shape[1],)
+    net = MLP(backend, seed=0)
+    init, sizes = net.state_dict(), net.sizes
     report: dict[str, Any] = {
         "mode": "epoch", "machine": machine(backend, torch_threads), "device": backend.name, "samples": data.m,
         "epochs": epochs,
         "sizes": list(sizes), "cuda_graph": graph and backend.can_capture, "skipped": skipped, "results": [],
     }
     for batch in sizes_asked:
-        B = data.m if batch == "full" else min(batch, data.m)
+        B = batch_rows(batch, data.m)
         console.print(f"batch {batch}: timing {', '.join(names)} ({epochs} epochs each after a warm-up)")
         runners = {n: runner_class(n)(backend, data, B, init, graph) for n in names}
         times, stats = take_turns({n: r.epoch for n, r in runners.items()}, epochs,

@@ -11,7 +11,7 @@ import torch
 
 from gpunet.backend import Backend
 from gpunet.bench.contenders import LR, MOMENTUM
-from gpunet.config import Config
+from gpunet.config import Config, batch_rows
 from gpunet.datasets import NUM_CLASSES, Split
 from gpunet.model import MLP
 from gpunet.optim import learning_rate
@@ -124,7 +124,7 @@ def torch_run(cfg: Config, backend: Backend, train_split: Split, test_split: Spl
     X, y = to_features(train_split.images[:cfg.limit or None]), train_split.labels[:cfg.limit or None]
     init = MLP(backend, (X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed).state_dict()
     m = len(y)
-    B = m if cfg.batch_size == "full" else min(cfg.batch_size, m)
+    B = batch_rows(cfg.batch_size, m)
     runner = Torch(backend, X, y, B, init, optimizer=cfg.optimizer, momentum=cfg.momentum)
     test = runner.tensors(to_features(test_split.images), test_split.labels)
     steps = math.ceil(m / B)
