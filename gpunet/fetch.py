@@ -19,7 +19,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 
 from gpunet.datasets import DataFile, Dataset
 from gpunet.errors import GpunetError
-from gpunet.files import atomic_write
+from gpunet.files import atomic_write, make_dir
 from gpunet.idx import read_idx
 from gpunet.locate import cache_dir, file_path
 from gpunet.version import __version__
@@ -111,11 +111,7 @@ def fetch(ds: Dataset, force: bool = False, timeout: float = DEFAULT_TIMEOUT, co
     if not todo:
         return folder
     created = [d for d in (folder, *folder.parents) if not d.exists()]  # removed again if the fetch fails
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise GpunetError(f"{folder}: cannot create the cache folder ({e.strerror or e}); "
-                          "set XDG_CACHE_HOME to a writable folder") from None
+    make_dir(folder, "cache folder", "; set XDG_CACHE_HOME to a writable folder")
     progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                         TimeRemainingColumn(), console=console, disable=console is None)
     try:

@@ -23,6 +23,14 @@ def _umask() -> int:
     return mask
 
 
+def make_dir(path: Path, what: str, hint: str = "") -> None:
+    """Create `path` and its parents; GpunetError naming `what` it is for (and `hint`) when it cannot be made."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise GpunetError(f"{path}: cannot create the {what} ({e.strerror or e}){hint}") from None
+
+
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     """Call `write(file)` on a temporary file beside `path`, then rename it over `path`.
 

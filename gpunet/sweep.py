@@ -30,7 +30,7 @@ from gpunet.config import KEYS, Config, load_config
 from gpunet.data import load_dataset
 from gpunet.datasets import Split, class_names
 from gpunet.errors import GpunetError
-from gpunet.files import atomic_write, write_json
+from gpunet.files import atomic_write, make_dir, write_json
 from gpunet.train import train
 
 FINISHED = ("completed", "diverged")  # a point whose metrics.json says so is not run again
@@ -184,10 +184,7 @@ def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path
     if any(cfg.val_size == 0 for cfg in cfgs):
         raise GpunetError("val_size = 0: a sweep compares its points on the validation split; give --val-size N")
     backends = {dt: get_backend(device, dt) for dt in dict.fromkeys(cfg.dtype for cfg in cfgs)}  # one per dtype
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise GpunetError(f"{out}: cannot create the sweep's folder ({e.strerror or e})") from None
+    make_dir(out, "sweep's folder")
     dirs = [out / point_name(point) for point in grid]
     done = {i: finished_metrics(d, cfg, dataset) for i, (d, cfg) in enumerate(zip(dirs, cfgs))}
     todo = [i for i, m in done.items() if m is None]

@@ -32,7 +32,7 @@ from gpunet.data import DeviceData
 from gpunet.datasets import NUM_CLASSES, Split, class_names, get_dataset
 from gpunet.errors import GpunetError
 from gpunet.evaluate import evaluate
-from gpunet.files import write_json
+from gpunet.files import make_dir, write_json
 from gpunet.model import MLP
 from gpunet.optim import OPTIMIZER_SLOTS, learning_rate, make_optimizer
 from gpunet.step import TrainStep
@@ -51,14 +51,6 @@ def refuse_existing_run(out: Path) -> None:
     """GpunetError when `out` already holds a run, so nothing saved is overwritten by a fresh one."""
     if (Path(out) / "metrics.json").exists() or (Path(out) / "model.npz").exists():
         raise GpunetError(f"{out} already holds a run; choose another --out or remove it")
-
-
-def make_run_dir(out: Path) -> None:
-    """Create `out` (and its parents); GpunetError when it cannot be made."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise GpunetError(f"{out}: cannot create the run directory ({e.strerror or e})") from None
 
 
 class CtrlC:
@@ -279,7 +271,7 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
         kept = Kept(**resume.meta.get("best", {}), params=resume.best)
         start_epoch, start_step = resume.meta["epoch"] + 1, resume.meta["step"]
         console.print(f"resuming at epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
-    make_run_dir(out)  # only now: a run refused while setting up leaves no directory behind
+    make_dir(out, "run directory")  # only now: a run refused while setting up leaves no directory behind
     console.print(f"training {'-'.join(map(str, net.sizes))} on {tr.m} {dataset} samples"
                   + ("" if va is None else f" (validation: {va.m} held out)")
                   + f", {cfg.epochs} epochs x {steps} steps of batch {B}, {cfg.optimizer} lr {cfg.lr:g} "

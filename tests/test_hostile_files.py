@@ -25,7 +25,7 @@ from gpunet.locate import repo_data
 from gpunet.model import MLP
 from gpunet.store import MAX_PARAMETERS, load_checkpoint, load_model, save_model
 
-from helpers import mutate
+from helpers import assert_clean_error, mutate
 
 CPU = get_backend("cpu")
 
@@ -324,3 +324,14 @@ def test_fuzzed_headers_load_or_give_one_line(run, tmp_path, name, load):
             assert "\n" not in str(e) and str(path) in str(e)
             refused += 1
     assert refused > 75
+
+
+@pytest.mark.parametrize("args, what", [
+    (["train", "--device", "cpu", "--epochs", "1"], "cannot create the run directory"),
+    (["sweep", "--device", "cpu", "--epochs", "1", "--lr", "0.1,0.2"], "cannot create the sweep's folder"),
+])
+def test_a_folder_that_cannot_be_made_is_one_line(tmp_path, args, what):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert_clean_error(cli(*args, "--out", blocker / "run"), f"{blocker / 'run'}: {what}")
+    assert blocker.read_text() == "not a folder"
