@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from gpunet import sweep as sweep_module
 from gpunet.cli import app
 from gpunet.config import parse_values
-from gpunet.data import load_mnist
 from gpunet.errors import GpunetError
 from gpunet.sweep import expand_grid, point_name
 
@@ -33,9 +32,9 @@ class NoTestSet:
 
 
 @pytest.fixture
-def no_test_set(monkeypatch):
+def no_test_set(monkeypatch, mnist):
     """The sweep's dataset loader hands out a poisoned test split."""
-    train_split = load_mnist()[0]
+    train_split = mnist[0]
     monkeypatch.setattr(sweep_module, "load_dataset", lambda *args, **kwargs: (train_split, NoTestSet()))
 
 

@@ -12,7 +12,7 @@ from gpunet import train as train_module
 from gpunet.backend import get_backend
 from gpunet.cli import app
 from gpunet.config import load_config
-from gpunet.data import DeviceData, load_mnist, to_features
+from gpunet.data import DeviceData, to_features
 from gpunet.errors import GpunetError
 from gpunet.evaluate import evaluate
 from gpunet.plots import curves
@@ -21,11 +21,6 @@ from gpunet.train import train
 from gpunet.validation import class_quota, hold_out
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module")
-def mnist():
-    return load_mnist()
 
 
 def weights(path):
