@@ -345,14 +345,13 @@ def check(
     a speed line. Exit 0 only when every check passes, 1 when one fails."""
     import json
 
-    from gpunet.check import report_lines, run_check
+    from gpunet.check import report_lines, run_check, value_text
 
     report = run_check(device.value, samples, seconds)
     typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
     failed = [r for r in report["checks"] if not r["passed"]]
     for r in failed:
-        value = "not finite" if r["value"] is None else f"{r['value']:.2e}"
-        typer.echo(f"FAIL: {r['name']}: {value} (tolerance {r['tolerance']:g})", err=True)
+        typer.echo(f"FAIL: {r['name']}: {value_text(r)} (tolerance {r['tolerance']:g})", err=True)
     if failed:
         raise typer.Exit(1)
 
