@@ -1,3 +1,3 @@
-from gpunet.cli import app
+from gpunet.apps.cli import app
 
 app(prog_name="gpunet")

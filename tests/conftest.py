@@ -8,9 +8,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from gpunet.backend import get_backend
-from gpunet.data import load_mnist
-from gpunet.datasets import DataFile
+from gpunet.core.backend import get_backend
+from gpunet.data.load import load_mnist
+from gpunet.data.datasets import DataFile
 from gpunet.errors import GpunetError
 from helpers import cli, idx_bytes
 

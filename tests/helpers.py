@@ -11,9 +11,9 @@ import numpy as np
 from rich.console import Console
 from typer.testing import CliRunner
 
-from gpunet.backend import get_backend
-from gpunet.cli import app
-from gpunet.datasets import DATASETS, Dataset
+from gpunet.core.backend import get_backend
+from gpunet.apps.cli import app
+from gpunet.data.datasets import DATASETS, Dataset
 
 CPU64 = get_backend("cpu", "float64")
 PLOTS = ("curves.png", "confusion.png", "predictions.png", "mistakes.png", "weights.png")

@@ -1,5 +1,5 @@
-"""The package's import graph, read with `ast` (module level and inside functions): no cycles, and the layers
-hold (the data layer never imports results, results never import training, nothing imports the CLI)."""
+"""The package's import graph, read with `ast` (module level and inside functions): no cycles, and the layer
+folders hold (core imports nothing above it, data never imports runs, nothing imports apps but apps)."""
 
 import ast
 from pathlib import Path
@@ -37,8 +37,8 @@ def graph() -> dict[str, set[str]]:
 
 def test_the_graph_is_read():
     g = graph()
-    assert {"gpunet.model", "gpunet.train", "gpunet.cli"} <= set(g)
-    assert "gpunet.model" in g["gpunet.train"] and "gpunet.backend" in g["gpunet.model"]
+    assert {"gpunet.core.model", "gpunet.runs.train", "gpunet.apps.cli"} <= set(g)
+    assert "gpunet.core.model" in g["gpunet.runs.train"] and "gpunet.core.backend" in g["gpunet.core.model"]
 
 
 def test_no_import_cycles():
@@ -59,19 +59,35 @@ def test_no_import_cycles():
             visit(node, [])
 
 
-DATA_LAYER = ["gpunet.datasets", "gpunet.idx", "gpunet.locate", "gpunet.fetch", "gpunet.files", "gpunet.data"]
-RESULTS = ["gpunet.store", "gpunet.evaluate", "gpunet.plots", "gpunet.predict", "gpunet.serve"]
+# The layers, lowest first. A module may import its own folder and the folders before it; the foundation
+# (gpunet.errors, gpunet.version, gpunet.install, gpunet.files) sits under all of them. bench is a tool beside
+# apps: it may import everything but apps, and only apps imports it.
+LAYERS = ["core", "data", "runs", "sklearn", "bench", "apps"]
+FOUNDATION = {"gpunet", "gpunet.errors", "gpunet.version", "gpunet.install", "gpunet.files"}
 
 
-@pytest.mark.parametrize("module, never", [
-    *[(m, ["gpunet.store", "gpunet.evaluate", "gpunet.train", "gpunet.plots", "gpunet.cli"]) for m in DATA_LAYER],
-    *[(m, ["gpunet.train", "gpunet.cli"]) for m in RESULTS],
-    *[(m, ["gpunet.cli"]) for m in ["gpunet.train", "gpunet.config", "gpunet.step", "gpunet.model"]],
-])
-def test_layers(module, never):
-    g, reached, todo = graph(), set(), [module]
-    while todo:  # everything `module` imports, directly or through other modules
-        for nxt in g[todo.pop()] - reached:
-            reached.add(nxt)
-            todo.append(nxt)
-    assert not reached & set(never), f"{module} imports {sorted(reached & set(never))}"
+def layer(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 and parts[1] in LAYERS else None
+
+
+def test_every_module_has_a_layer():
+    loose = sorted(m for m in graph() if layer(m) is None and m not in FOUNDATION
+                   and m.split(".")[1] not in LAYERS and m != "gpunet.__main__")
+    assert not loose, f"modules outside the layer folders: {loose}"
+
+
+def test_the_foundation_imports_no_layer():
+    g = graph()
+    for module in FOUNDATION - {"gpunet"}:
+        assert not {layer(m) for m in g[module]} - {None}, f"{module} imports {sorted(g[module])}"
+
+
+@pytest.mark.parametrize("folder", LAYERS)
+def test_layers(folder):
+    """core imports nothing above it, data never imports runs, and nothing imports apps but apps."""
+    g = graph()
+    allowed = set(LAYERS[:LAYERS.index(folder) + 1])
+    for module in (m for m in g if layer(m) == folder):
+        above = {m for m in g[module] if layer(m) not in allowed | {None}}
+        assert not above, f"{module} imports {sorted(above)}"

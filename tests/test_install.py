@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gpunet import install, locate
-from gpunet.cli import app
-from gpunet.config import describe, load_config, packaged_configs
-from gpunet.data import load_mnist
-from gpunet.datasets import DATASETS
+from gpunet import install
+from gpunet.data import locate
+from gpunet.apps.cli import app
+from gpunet.runs.config import describe, load_config, packaged_configs
+from gpunet.data.load import load_mnist
+from gpunet.data.datasets import DATASETS
 from gpunet.errors import GpunetError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -52,10 +52,10 @@ def test_notebook_runs_on_the_cpu():
 STRICT = f"""
 import sys
 sys.path.insert(0, {str(ROOT / "tests")!r})
-import gpunet.backend
-from strict import StrictBackend
+import gpunet.core.backend
+from devices.strict import StrictBackend
 
-made, real_get_backend = [], gpunet.backend.get_backend
+made, real_get_backend = [], gpunet.core.backend.get_backend
 
 def get_backend(device="auto", dtype="float32"):
     if device == "cpu":
@@ -63,7 +63,7 @@ def get_backend(device="auto", dtype="float32"):
     made.append(StrictBackend(dtype))
     return made[-1]
 
-gpunet.backend.get_backend = get_backend
+gpunet.core.backend.get_backend = get_backend
 """
 
 

@@ -60,8 +60,8 @@ def test_sdist_holds_the_tests_and_the_configs(wheel):
 
 def test_wheel_holds_the_package_data_and_no_dataset(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"gpunet/configs/default.toml", "gpunet/configs/seed.toml", "gpunet/static/index.html",
-            "gpunet/static/app.js", "gpunet/static/style.css", "gpunet/cli.py"} <= names
+    assert {"gpunet/configs/default.toml", "gpunet/configs/seed.toml", "gpunet/apps/static/index.html",
+            "gpunet/apps/static/app.js", "gpunet/apps/static/style.css", "gpunet/apps/cli.py"} <= names
     assert not [n for n in names if n.startswith(("data/", "configs/", "tests/")) or n.endswith(".gz")]
 
 

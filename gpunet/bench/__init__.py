@@ -4,7 +4,7 @@ Every contender trains the same 784-h-10 net from the same initial weights on th
 data with the same recipe: momentum SGD (lr 0.1, mu 0.9) on shuffled mini-batches, plain gradient descent
 for the full batch; each step also accumulates the train loss and accuracy on the device, and each epoch
 ends with one read of them to the host (which also synchronises the device before the clock is read).
-- gpunet: `gpunet.step.TrainStep`, the step `gpunet train` runs (not a copy of it).
+- gpunet: `gpunet.core.step.TrainStep`, the step `gpunet train` runs (not a copy of it).
 - numpy (cupy on cuda): the same equations written the textbook way, a new array for every result.
 - pytorch, when importable (never a dependency): the lean loop (nn.Linear layers, cross_entropy,
   torch.optim.SGD, one index_select of the epoch's shuffle, then contiguous slices; no DataLoader), and
@@ -18,7 +18,7 @@ in a fresh subprocess (three epochs) that reports its peak RSS on the CPU, or it
 size (CuPy) / peak reserved memory (PyTorch) on a GPU.
 
 `--whole-run` times complete training runs of a config's recipe instead (`run_whole`): gpunet through
-`gpunet.train.train`, the function `gpunet train` runs, and PyTorch with the same recipe (`torch_run`).
+`gpunet.runs.train.train`, the function `gpunet train` runs, and PyTorch with the same recipe (`torch_run`).
 """
 
 from gpunet.bench.run import CONTENDERS, run_bench

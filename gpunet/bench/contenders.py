@@ -7,17 +7,17 @@ from typing import Any
 
 import numpy as np
 
-from gpunet import reference
-from gpunet.backend import Backend
-from gpunet.model import MLP
-from gpunet.optim import make_optimizer
-from gpunet.step import TrainStep
+from gpunet.core import reference
+from gpunet.core.backend import Backend
+from gpunet.core.model import MLP
+from gpunet.core.optim import make_optimizer
+from gpunet.core.step import TrainStep
 
 LR, MOMENTUM = 0.1, 0.9
 
 
 def load_data(backend: Backend, limit: int) -> Any:
-    from gpunet.data import DeviceData, load_mnist
+    from gpunet.data.load import DeviceData, load_mnist
 
     return DeviceData(backend, load_mnist()[0], limit)
 
@@ -50,7 +50,7 @@ class Gpunet:
 
 
 class Plain:
-    """The textbook form, `gpunet.reference`: a new array for every result, reductions for the sums."""
+    """The textbook form, `gpunet.core.reference`: a new array for every result, reductions for the sums."""
 
     def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool):
         self.backend, self.data, self.B = backend, data, B

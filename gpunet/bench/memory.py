@@ -6,12 +6,12 @@ import json
 import sys
 from pathlib import Path
 
-from gpunet.backend import get_backend
+from gpunet.core.backend import get_backend
 from gpunet.bench.contenders import load_data
 from gpunet.bench.run import runner_class
 from gpunet.bench.timing import rss_peak_mib
-from gpunet.config import batch_rows
-from gpunet.model import MLP
+from gpunet.runs.config import batch_rows
+from gpunet.core.model import MLP
 
 
 def memory_child(args_json: str) -> None:

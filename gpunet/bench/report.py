@@ -12,8 +12,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from gpunet.backend import Backend
-from gpunet.datasets import NUM_CLASSES
+from gpunet.core.backend import Backend
+from gpunet.data.datasets import NUM_CLASSES
 from gpunet.errors import GpunetError
 from gpunet.files import write_json
 

@@ -9,13 +9,13 @@ from typing import Any
 
 from rich.console import Console
 
-from gpunet.backend import get_backend
+from gpunet.core.backend import get_backend
 from gpunet.bench.contenders import Gpunet, Plain, gemm_flops, load_data
 from gpunet.bench.report import check_json_out, machine, print_report, usable_contenders, wide, write_json_report
 from gpunet.bench.timing import gemm_floor, peak_memory, take_turns
-from gpunet.config import batch_rows
+from gpunet.runs.config import batch_rows
 from gpunet.errors import GpunetError
-from gpunet.model import MLP
+from gpunet.core.model import MLP
 
 CONTENDERS = ("gpunet", "numpy", "pytorch", "pytorch-gather")
 

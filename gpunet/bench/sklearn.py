@@ -32,7 +32,7 @@ def datasets(dtype: str = "float32", mnist_train: int = 20000) -> dict[str, tupl
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from gpunet.data import load_mnist, to_features
+    from gpunet.data.load import load_mnist, to_features
 
     train, test = load_mnist()
     X, y = load_digits(return_X_y=True)
@@ -49,7 +49,7 @@ def contenders(epochs: int, cuda: bool, batch: int = 128) -> dict[str, Callable[
     """name -> a function making a fresh, unfitted classifier with the shared recipe at batch size `batch`."""
     from sklearn.neural_network import MLPClassifier as SkMLP
 
-    from gpunet.estimator import MLPClassifier
+    from gpunet.sklearn.estimator import MLPClassifier
 
     def gpunet_on(device: str) -> Callable[[], Any]:
         return lambda: MLPClassifier(hidden_layer_sizes=(HIDDEN,), optimizer="momentum", momentum=MOMENTUM,
@@ -90,7 +90,7 @@ def time_fits(makers: dict[str, Callable[[], Any]], data: tuple[np.ndarray, ...]
 
 
 def cuda_usable() -> bool:
-    from gpunet.backend import get_backend
+    from gpunet.core.backend import get_backend
     from gpunet.errors import GpunetError
 
     try:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 
         threadpool_limits(args.threads, user_api="blas")
     cuda = cuda_usable()
-    from gpunet.backend import get_backend
+    from gpunet.core.backend import get_backend
     from gpunet.bench.report import machine
 
     m = machine(get_backend("cpu"), None)

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gpunet.backend import Backend
+from gpunet.core.backend import Backend
 from gpunet.bench.contenders import gemm_flops
 from gpunet.errors import GpunetError
 

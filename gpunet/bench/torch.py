@@ -9,12 +9,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from gpunet.backend import Backend
+from gpunet.core.backend import Backend
 from gpunet.bench.contenders import LR, MOMENTUM
-from gpunet.config import Config, batch_rows
-from gpunet.datasets import NUM_CLASSES, Split
-from gpunet.model import MLP
-from gpunet.optim import learning_rate
+from gpunet.runs.config import Config, batch_rows
+from gpunet.data.datasets import NUM_CLASSES, Split
+from gpunet.core.model import MLP
+from gpunet.core.optim import learning_rate
 
 
 class Torch:
@@ -46,7 +46,7 @@ class Torch:
                 layer.bias.copy_(torch.from_numpy(init[f"b{l}"]))
         optimizer = optimizer or ("gd" if B == self.m else "momentum")
         params = self.model.parameters()
-        if optimizer == "adam":  # the same update as gpunet.optim.Adam (betas 0.9, 0.999; eps 1e-8)
+        if optimizer == "adam":  # the same update as gpunet.core.optim.Adam (betas 0.9, 0.999; eps 1e-8)
             self.opt = torch.optim.Adam(params, lr=LR, betas=(0.9, 0.999), eps=1e-8)
         else:
             self.opt = torch.optim.SGD(params, lr=LR, momentum=momentum if optimizer == "momentum" else 0.0)
@@ -115,11 +115,11 @@ class TorchGather(Torch):
 
 def torch_run(cfg: Config, backend: Backend, train_split: Split, test_split: Split) -> dict[str, float]:
     """The recipe of `cfg` in PyTorch, as `train` runs it: the same initial weights and network, the optimizer,
-    the per-step learning rate of `gpunet.optim.learning_rate`, the batch size, a fresh shuffle each epoch
+    the per-step learning rate of `gpunet.core.optim.learning_rate`, the batch size, a fresh shuffle each epoch
     (torch.randperm, seeded from the config's seed and the epoch), train sums on the device read once per epoch,
     and the test set evaluated once, after the last epoch. The features go from the host straight to PyTorch's
     device, with no stop in gpunet's."""
-    from gpunet.data import to_features
+    from gpunet.data.load import to_features
 
     X, y = to_features(train_split.images[:cfg.limit or None]), train_split.labels[:cfg.limit or None]
     init = MLP(backend, (X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed).state_dict()

@@ -10,12 +10,12 @@ from typing import Any
 
 from rich.console import Console
 
-from gpunet.backend import Backend, get_backend
+from gpunet.core.backend import Backend, get_backend
 from gpunet.bench.report import check_json_out, machine, print_whole, usable_contenders, wide, write_json_report
 from gpunet.bench.run import parse_contenders
 from gpunet.bench.timing import take_turns
-from gpunet.config import Config, load_config
-from gpunet.datasets import Split
+from gpunet.runs.config import Config, load_config
+from gpunet.data.datasets import Split
 from gpunet.errors import GpunetError
 
 WHOLE_RUN_CONTENDERS = ("gpunet", "pytorch")
@@ -28,8 +28,8 @@ WHOLE_RUN_INCLUDES = ("each timed run starts from the decoded MNIST arrays on th
 
 
 def gpunet_run(cfg: Config, backend: Backend, train_split: Split, test_split: Split) -> dict[str, float]:
-    """One complete `gpunet.train.train` run of `cfg` into a temporary run directory, console silenced."""
-    from gpunet.train import train
+    """One complete `gpunet.runs.train.train` run of `cfg` into a temporary run directory, console silenced."""
+    from gpunet.runs.train import train
 
     with tempfile.TemporaryDirectory(prefix="gpunet-bench-") as tmp:
         metrics = train(cfg, backend, train_split, test_split, Path(tmp) / "run", Console(file=io.StringIO()))
@@ -42,7 +42,7 @@ def run_whole(device: str = "cpu", config: str | Path | None = None, epochs: int
     """Time complete training runs of the recipe in `config` (a config name or path, default 'default'; `epochs` and
     `limit` override it) for gpunet and PyTorch: one warm-up run each, then `repeats` runs each, taking turns.
     Prints the table, optionally writes JSON; returns the report."""
-    from gpunet.data import load_mnist
+    from gpunet.data.load import load_mnist
 
     check_json_out(json_out)
     console = wide(console)

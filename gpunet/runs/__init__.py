@@ -1,0 +1,1 @@
+"""Runs: configs, training, evaluation, the run directory's files and sweeps."""

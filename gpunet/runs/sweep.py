@@ -1,0 +1,252 @@
+"""`gpunet sweep`: train a grid of configs and compare them on the validation split only.
+
+The grid is the product of the values given for each config key. Each point trains into its own run directory
+under the sweep's folder, named after its values, with the test set left out entirely (`train` is given none:
+no model of a sweep is ever evaluated on it). A point whose directory holds a finished metrics.json (completed,
+or diverged) is skipped, so running the same command again continues a stopped sweep. The folder gets
+sweep.json (the points: config, validation accuracy and loss, best epoch, training seconds, run directory),
+sweep.csv (the same as a table) and sweep.png (validation accuracy against each swept key, the seeds' spread
+shown). Points run one after another, or in `workers` spawned processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import itertools
+import json
+import multiprocessing
+import shutil
+import statistics
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable
+
+from rich.console import Console
+
+from gpunet.core.backend import Backend, get_backend
+from gpunet.runs.config import KEYS, Config, load_config
+from gpunet.data.load import load_dataset
+from gpunet.data.datasets import Split, class_names
+from gpunet.errors import GpunetError
+from gpunet.files import atomic_write, make_dir, write_json
+from gpunet.runs.train import train
+
+FINISHED = ("completed", "diverged")  # a point whose metrics.json says so is not run again
+RESULTS = ("val_accuracy", "val_loss", "best_epoch", "train_seconds")
+
+
+def expand_grid(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the values given for each key (in KEYS order, the last key varying fastest)."""
+    keys = [k for k in KEYS if values.get(k)]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(values[k] for k in keys))]
+
+
+def value_text(value: Any) -> str:
+    """A config value as a directory name, a CSV cell or a plot label: 0.1, 128, 256x128, momentum."""
+    if isinstance(value, list):
+        return "x".join(map(str, value))
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
+def point_name(point: dict[str, Any]) -> str:
+    """The run directory of a point: e.g. lr=0.1_batch_size=64_seed=0."""
+    return "_".join(f"{k}={value_text(v)}" for k, v in point.items()) or "point"
+
+
+def summary(point: dict[str, Any], run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """A point of sweep.json (no test figures: a sweep never has any)."""
+    return {"point": point, "config": metrics["config"], "status": metrics["status"],
+            **{k: metrics.get(k) for k in RESULTS}, "run_dir": str(run_dir)}
+
+
+def finished_metrics(run_dir: Path, cfg: Config, dataset: str) -> dict[str, Any] | None:
+    """The metrics of a finished run of `cfg` in `run_dir`, None when it has not finished; GpunetError when the
+    directory holds a run of another config (the sweep's folder was used for another sweep)."""
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None  # absent, or a run stopped while writing: run the point again
+    if not isinstance(metrics, dict) or metrics.get("status") not in FINISHED:
+        return None
+    if metrics.get("config") != cfg.as_dict() or metrics.get("dataset") != dataset:
+        raise GpunetError(f"{run_dir} holds a run of another config or dataset than this sweep's point; "
+                          "give the sweep another --out (or remove that directory)")
+    return metrics
+
+
+def run_point(cfg: Config, run_dir: Path, backend: Backend, train_split: Split, dataset: str) -> dict[str, Any]:
+    """Train one point into `run_dir` (what an unfinished earlier attempt left there is removed first), without a
+    test set; a diverged point returns its metrics (status "diverged", with the error) instead of raising."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    try:
+        return train(cfg, backend, train_split, None, run_dir, Console(file=io.StringIO()), dataset=dataset,
+                     classes=class_names(dataset))
+    except GpunetError as e:
+        metrics = finished_metrics(run_dir, cfg, dataset)
+        if metrics is None or metrics["status"] != "diverged":
+            raise
+        return {**metrics, "error": str(e)}
+
+
+@functools.cache
+def _worker_split(dataset: str, data_dir: str | None) -> Split:
+    """A worker process's training split, read once per process (the test split is dropped at once)."""
+    return load_dataset(dataset, Path(data_dir) if data_dir else None, Console(file=io.StringIO()))[0]
+
+
+def _work(values: dict[str, Any], run_dir: str, device: str, dataset: str, data_dir: str | None) -> dict[str, Any]:
+    """One point in a worker process."""
+    cfg = Config(**values)
+    return run_point(cfg, Path(run_dir), get_backend(device, cfg.dtype), _worker_split(dataset, data_dir), dataset)
+
+
+def groups(points: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
+    """The points that differ only in their seed, pooled: validation accuracy mean and std (0 for one seed),
+    best epochs, mean training seconds; best mean first. Diverged points count as failures of their group."""
+    pooled: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        pooled.setdefault(json.dumps({k: p["config"][k] for k in keys if k != "seed"}), []).append(p)
+    rows = []
+    for key, members in pooled.items():
+        good = [p for p in members if p["val_accuracy"] is not None]
+        accs = [p["val_accuracy"] for p in good]
+        rows.append({
+            "values": json.loads(key), "seeds": [p["config"]["seed"] for p in members],
+            "diverged": len(members) - len(good),
+            "val_accuracy_mean": statistics.fmean(accs) if accs else None,
+            "val_accuracy_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "val_loss_mean": statistics.fmean(p["val_loss"] for p in good) if good else None,
+            "best_epochs": [p["best_epoch"] for p in good],
+            "train_seconds_mean": statistics.fmean(p["train_seconds"] for p in members),
+        })
+    return sorted(rows, key=lambda r: (r["diverged"] == 0 and r["val_accuracy_mean"] is not None,
+                                       r["val_accuracy_mean"] or 0.0), reverse=True)
+
+
+def best_point(points: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The point with the highest validation accuracy (then the lowest validation loss)."""
+    good = [p for p in points if p["val_accuracy"] is not None]
+    return max(good, key=lambda p: (p["val_accuracy"], -p["val_loss"]), default=None)
+
+
+def write_table(points: list[dict[str, Any]], path: Path) -> None:
+    columns = [*KEYS, *RESULTS, "status", "run_dir"]
+
+    def write(f: Any) -> None:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for p in points:
+            w.writerow([value_text(p["config"][k]) for k in KEYS] + [p[k] for k in columns[len(KEYS):]])
+    atomic_write(path, write, mode="w")
+
+
+def panels(points: list[dict[str, Any]], keys: list[str]) -> dict[str, list[tuple[str, list[float], float, float]]]:
+    """For each swept key (seed when no other key is swept), each of its values: its label, the validation
+    accuracies of all points with that value, and the mean and std over seeds of the best setting with it."""
+    pooled = [g for g in groups(points, keys) if g["val_accuracy_mean"] is not None]
+    out = {}
+    for key in [k for k in keys if k != "seed"] or ["seed"]:
+        rows = []
+        for value in dict.fromkeys(value_text(p["config"][key]) for p in points):
+            accs = [p["val_accuracy"] for p in points
+                    if value_text(p["config"][key]) == value and p["val_accuracy"] is not None]
+            best = next((g for g in pooled if key == "seed" or value_text(g["values"][key]) == value), None)
+            rows.append((value, accs, *((best["val_accuracy_mean"], best["val_accuracy_std"]) if best
+                                        else (float("nan"), 0.0))))
+        out[key] = rows
+    return out
+
+
+def write_results(points: list[dict[str, Any]], keys: list[str], out: Path, plot: bool) -> None:
+    write_json(out / "sweep.json", points)
+    write_table(points, out / "sweep.csv")
+    if plot and any(p["val_accuracy"] is not None for p in points):
+        from gpunet.runs.plots import sweep as sweep_plot
+
+        sweep_plot(panels(points, keys), out / "sweep.png")
+
+
+def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path, workers: int = 1, device: str = "cpu",
+              dataset: str = "mnist", data_dir: Path | None = None,
+              say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train every point of the grid `values` (config key -> its values; one value fixes a key) on top of
+    `config` into `out`, skipping finished points; write sweep.json, sweep.csv and sweep.png. Returns
+    {"points", "keys" (the swept keys), "fixed" (the keys given one value), "status" ("completed" or
+    "interrupted")}."""
+    if workers < 1:
+        raise GpunetError(f"--workers {workers}: give 1 or more processes")
+    grid = expand_grid(values)
+    keys = [k for k in grid[0] if len(values[k]) > 1]  # the swept keys (a key given one value is fixed)
+    cfgs = [load_config(config, point) for point in grid]  # every point checked before any work
+    if any(cfg.val_size == 0 for cfg in cfgs):
+        raise GpunetError("val_size = 0: a sweep compares its points on the validation split; give --val-size N")
+    backends = {dt: get_backend(device, dt) for dt in dict.fromkeys(cfg.dtype for cfg in cfgs)}  # one per dtype
+    make_dir(out, "sweep's folder")
+    dirs = [out / point_name(point) for point in grid]
+    done = {i: finished_metrics(d, cfg, dataset) for i, (d, cfg) in enumerate(zip(dirs, cfgs))}
+    todo = [i for i, m in done.items() if m is None]
+    say(f"sweep of {len(grid)} points into {out}/: {len(grid) - len(todo)} finished already, {len(todo)} to run"
+        + (f" in {workers} processes" if workers > 1 and todo else ""))
+    results = {i: summary(grid[i], dirs[i], m) for i, m in done.items() if m is not None}
+    status = "completed"
+
+    def record(i: int, metrics: dict[str, Any]) -> None:
+        nonlocal status
+        if metrics["status"] == "interrupted":
+            status = "interrupted"
+            return
+        results[i] = summary(grid[i], dirs[i], metrics)
+        p = results[i]
+        line = ("diverged" if p["val_accuracy"] is None else
+                f"val {100 * p['val_accuracy']:.2f}% (epoch {p['best_epoch']}), {p['train_seconds']:.1f} s")
+        say(f"[{len(results)}/{len(grid)}] {point_name(grid[i])}: {line}")
+        write_results([results[j] for j in sorted(results)], keys, out, plot=False)
+
+    if todo and workers == 1:
+        train_split = load_dataset(dataset, data_dir)[0]  # the test split is dropped here, never used
+        for i in todo:
+            record(i, run_point(cfgs[i], dirs[i], backends[cfgs[i].dtype], train_split, dataset))
+            if status == "interrupted":
+                break
+    elif todo:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
+            futures = {pool.submit(_work, cfgs[i].as_dict(), str(dirs[i]), device, dataset,
+                                   None if data_dir is None else str(data_dir)): i for i in todo}
+            try:
+                for future in as_completed(futures):
+                    record(futures[future], future.result())
+            except KeyboardInterrupt:
+                pool.shutdown(cancel_futures=True)
+                status = "interrupted"
+    points = [results[i] for i in sorted(results)]
+    write_results(points, keys, out, plot=True)
+    return {"points": points, "keys": keys, "fixed": {k: v for k, v in grid[0].items() if k not in keys},
+            "status": status}
+
+
+def sweep_report(result: dict[str, Any], top: int = 10) -> list[str]:
+    """The best settings on validation (seeds pooled), as a Markdown table, then the best point."""
+    points, keys = result["points"], result["keys"]
+    shown = [k for k in keys if k != "seed"]
+    fixed = ", ".join(f"{k} = {value_text(v)}" for k, v in result["fixed"].items())
+    lines = ["", f"{len(points)} points; the config's values" + (f" with {fixed}" if fixed else "") + "; seeds pooled:",
+             "| " + " | ".join([*shown, "seeds", "validation accuracy", "validation loss", "best epochs", "train s"])
+             + " |", "|" + "---|" * (len(shown) + 5)]
+    for g in groups(points, keys)[:top]:
+        acc = ("diverged" if g["val_accuracy_mean"] is None else
+               f"{100 * g['val_accuracy_mean']:.2f}% +- {100 * g['val_accuracy_std']:.2f}"
+               + (f" ({g['diverged']} diverged)" if g["diverged"] else ""))
+        loss = "-" if g["val_loss_mean"] is None else f"{g['val_loss_mean']:.4f}"
+        cells = [*(value_text(g["values"][k]) for k in shown), ",".join(map(str, g["seeds"])), acc, loss,
+                 ",".join(map(str, g["best_epochs"])), f"{g['train_seconds_mean']:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    best = best_point(points)
+    if best is not None:
+        lines += ["", f"best point on validation: {point_name(best['point'])}: val accuracy "
+                  f"{100 * best['val_accuracy']:.2f}%, loss {best['val_loss']:.4f} (epoch {best['best_epoch']}), "
+                  f"{best['train_seconds']:.1f} s training; {best['run_dir']}"]
+    return lines

@@ -1,0 +1,357 @@
+"""The training loop: data resident on the device, one host read per epoch, a run directory with checkpoints.
+
+A run directory holds metrics.json, model.npz and checkpoint.npz. model.npz is the kept model: the best epoch
+on the validation rows held out of the training set (gpunet.data.validation), or the last epoch with `val_size` 0;
+the test set is evaluated once, at the end, for that model. The checkpoint (every `checkpoint_every` epochs, at
+the end, and when Ctrl-C or SIGTERM stops the run after its current step) holds the last weights, the optimizer
+state, the epoch and step reached, the partial epoch's sums, the history and the best epoch so far with its
+weights, so `resume` continues the run exactly: the shuffle of epoch e is drawn from a generator seeded with
+(seed, e), so the epoch fixes the RNG.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from gpunet.core.backend import Backend
+from gpunet.runs.config import KEYS, Config, batch_rows, check_value, load_config
+from gpunet.data.load import DeviceData
+from gpunet.data.datasets import NUM_CLASSES, Split, class_names, get_dataset
+from gpunet.errors import GpunetError
+from gpunet.runs.evaluate import evaluate
+from gpunet.files import make_dir, write_json
+from gpunet.core.model import MLP
+from gpunet.core.optim import OPTIMIZER_SLOTS, learning_rate, make_optimizer
+from gpunet.core.step import TrainStep
+from gpunet.runs.store import MAX_PARAMETERS, PIXELS, Checkpoint, load_checkpoint, save_checkpoint, save_model
+from gpunet.data.validation import hold_out
+from gpunet.version import __version__
+
+LONG_EPOCH_STEPS = 50  # show a second bar over batches when an epoch has at least this many steps
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def refuse_existing_run(out: Path) -> None:
+    """GpunetError when `out` already holds a run, so nothing saved is overwritten by a fresh one."""
+    if (Path(out) / "metrics.json").exists() or (Path(out) / "model.npz").exists():
+        raise GpunetError(f"{out} already holds a run; choose another --out or remove it")
+
+
+class CtrlC:
+    """Context: the first Ctrl-C or SIGTERM sets `requested` and `signal` (its name; the loop checkpoints after
+    its current step and returns); a second one raises KeyboardInterrupt at once. Only the main thread can take
+    signals; elsewhere a no-op."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "CtrlC":
+        self.requested = False
+        self.signal = ""
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.handle) for s in self.SIGNALS}
+        return self
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal = signal.Signals(signum).name
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, previous in self.previous.items():
+            signal.signal(s, previous)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (MemAvailable on Linux), None where it cannot tell."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_size(cfg: Config, dataset: str) -> None:
+    """Refuse, before any data is loaded, a net over MAX_PARAMETERS or a run that would need more memory than
+    the machine has: parameters with their gradients, optimizer state and scratch, one batch's activations
+    forward and backward, the dataset on the host and as features (the estimate is of host memory)."""
+    sizes = [PIXELS, *cfg.hidden, NUM_CLASSES]
+    params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    if params > MAX_PARAMETERS:
+        raise GpunetError(f"--hidden {','.join(map(str, cfg.hidden))} makes a net of {params:,} parameters, over "
+                          f"the limit of {MAX_PARAMETERS:,}; choose smaller hidden widths")
+    train_file, _, test_file, _ = get_dataset(dataset).files
+    n_train, n_test = ((f.size - 16) // PIXELS if f.size else 60_000 for f in (train_file, test_file))
+    m = n_train if cfg.limit == 0 else min(cfg.limit, n_train)
+    batch = batch_rows(cfg.batch_size, m)
+    item = np.dtype(cfg.dtype).itemsize
+    need = (item * params * (3 + len(OPTIMIZER_SLOTS[cfg.optimizer]))  # weights, gradients, scratch, state
+            + item * 4 * max(batch, n_test) * sum(sizes)  # Z, A, dZ, dA of a batch (or of the test set)
+            + (n_train + n_test) * PIXELS * (1 + 4)  # uint8 images and float32 features on the host
+            + item * (m + n_test) * (PIXELS + NUM_CLASSES))  # features and one-hot targets on the device
+    free = available_memory()
+    if free is not None and need > free:
+        raise GpunetError(f"this run needs about {need / 1e9:.1f} GB of memory and {free / 1e9:.1f} GB is "
+                          f"available; try a smaller --hidden or --batch-size, a --limit, or --dtype float32")
+
+
+def resume_config(run_dir: Path, overrides: dict[str, Any]) -> tuple[Config, Checkpoint]:
+    """The config and checkpoint to continue `run_dir` with. The run's config is kept: an override must equal
+    it, except `epochs`, which may be raised to train further (never below the epochs already done), and
+    `checkpoint_every`, which does not change the result."""
+    path = Path(run_dir) / "checkpoint.npz"
+    if not path.exists():
+        raise GpunetError(f"{path}: no checkpoint to resume from; is {run_dir} a gpunet run directory?")
+    ckpt = load_checkpoint(path)
+    values = {k: check_value(str(path), k, v) for k, v in ckpt.meta["config"].items()}
+    for key, value in overrides.items():
+        if value is None or key not in KEYS:
+            continue
+        value = check_value("command line", key, value)
+        if key == "epochs":
+            if value < ckpt.meta["epoch"] + (ckpt.meta["step"] > 0):
+                raise GpunetError(f"--epochs {value}: {run_dir} has already trained {ckpt.meta['epoch']} epochs")
+        elif value != values[key] and key != "checkpoint_every":
+            raise GpunetError(f"--{key.replace('_', '-')} {value} differs from the run's {key} = {values[key]}; "
+                              "a resumed run keeps its config (only --epochs may be raised); "
+                              "start a new run with another --out to change it")
+        values[key] = value
+    cfg = Config(**values)
+    if ckpt.meta["epoch"] >= cfg.epochs:
+        raise GpunetError(f"{run_dir} has completed all {cfg.epochs} epochs; pass a larger --epochs to train further")
+    return cfg, ckpt
+
+
+@dataclass
+class Plan:
+    """What `gpunet train` will do, settled before any data is loaded or any directory made."""
+
+    cfg: Config
+    run_dir: Path
+    dataset: str
+    resume: Checkpoint | None = None  # the checkpoint to continue (the run directory exists already)
+    notes: list[str] = field(default_factory=list)  # lines worth telling the user before the run starts
+
+
+def plan_run(config: str | Path | None, overrides: dict[str, Any], out: Path | None = None, resume: Path | None = None,
+             dataset: str | None = None) -> Plan:
+    """A fresh run from `config` with command-line `overrides` into `out` (default runs/<UTC time>), or the
+    continuation of the run in `resume` (its own config, directory and dataset; only `epochs` may be raised)."""
+    if resume is None:
+        plan = Plan(load_config(config, overrides), Path(out) if out is not None else default_run_dir(),
+                    dataset or "mnist")
+        check_size(plan.cfg, plan.dataset)
+        return plan
+    if config is not None or out is not None:
+        raise GpunetError("--resume continues a run with its own config and directory; drop --config and --out")
+    cfg, ckpt = resume_config(resume, overrides)
+    plan = Plan(cfg, Path(resume), dataset or ckpt.meta["dataset"], ckpt)
+    check_size(plan.cfg, plan.dataset)
+    if cfg.epochs != ckpt.meta["config"]["epochs"] and cfg.schedule != "constant":
+        plan.notes.append(f"note: the {cfg.schedule} schedule now spans {cfg.epochs} epochs, so this run will not "
+                          f"match a fresh {cfg.epochs}-epoch run")
+    return plan
+
+
+def run_plan(plan: Plan, backend: Backend, train_split: Split, test_split: Split,
+             console: Console | None = None) -> dict[str, Any]:
+    """Train the plan (a fresh one never into a directory that holds a run)."""
+    if plan.resume is None:
+        refuse_existing_run(plan.run_dir)
+    return train(plan.cfg, backend, train_split, test_split, plan.run_dir, console, dataset=plan.dataset,
+                 resume=plan.resume, classes=class_names(plan.dataset))
+
+
+@dataclass
+class Kept:
+    """The model that model.npz holds: the best epoch on validation so far (higher accuracy, then lower loss;
+    the earlier epoch on a tie), or, without a validation split, the last epoch."""
+
+    epoch: int = 0
+    val_accuracy: float | None = None
+    val_loss: float | None = None
+    params: dict[str, np.ndarray] = field(default_factory=dict)  # host copy of its weights (with validation only)
+
+    def beaten_by(self, row: dict[str, Any]) -> bool:
+        if "val_accuracy" not in row:
+            return True
+        return self.epoch == 0 or (row["val_accuracy"], -row["val_loss"]) > (self.val_accuracy, -self.val_loss)
+
+    def meta(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "val_accuracy": self.val_accuracy, "val_loss": self.val_loss}
+
+    def header(self) -> dict[str, Any]:
+        """What model.npz's header and metrics.json say of the kept model."""
+        if self.val_accuracy is None:
+            return {"epochs": self.epoch, "best_epoch": self.epoch, "kept": "last epoch (no validation split)"}
+        return {"epochs": self.epoch, "best_epoch": self.epoch, "kept": "best epoch on validation",
+                "val_accuracy": self.val_accuracy, "val_loss": self.val_loss}
+
+
+def checkpoint(path: Path, net: MLP, opt: Any, metrics: dict[str, Any], kept: Kept, epoch: int, step: int,
+               sums: dict[str, np.ndarray], seconds: float) -> None:
+    """Save the state after `step` steps of epoch `epoch` + 1 (step 0: at the end of epoch `epoch`)."""
+    meta = {key: metrics[key] for key in ("config", "dataset", "train_samples", "validation", "history")}
+    save_checkpoint(path, Checkpoint(net.state_dict(), opt.state_dict(), sums, {
+        **meta, "epoch": epoch, "step": step, "epoch_seconds": seconds, "best": kept.meta(),
+        "rng": {"shuffle_seed": [metrics["config"]["seed"], epoch + 1]},  # the next shuffle's seed: its full state
+    }, kept.params))
+
+
+def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split | None, out: Path,
+          console: Console | None = None, dataset: str = "mnist", resume: Checkpoint | None = None,
+          classes: list[str] | None = None) -> dict[str, Any]:
+    """Train per `cfg` (continuing `resume` when given) and write `out`/metrics.json, model.npz (the kept model:
+    the best epoch on the `val_size` rows held out of `train_split`, or the last epoch without them) and
+    checkpoint.npz (the last epoch). The test set is evaluated once, at the end, for the kept model; with
+    `test_split` None it is never touched (a sweep). Returns the metrics; their status is "interrupted" when
+    Ctrl-C stopped the run."""
+    console = console or Console(stderr=True)
+    xp = backend.xp
+    wall0 = time.perf_counter()
+    holdout = hold_out(train_split, cfg.val_size) if cfg.val_size else None
+    tr = DeviceData(backend, train_split if holdout is None else holdout.train, cfg.limit)
+    va = None if holdout is None else DeviceData(backend, holdout.val)
+    if resume is None:
+        net = MLP(backend, (tr.X.shape[1], *cfg.hidden, NUM_CLASSES), seed=cfg.seed)
+    else:
+        net = MLP.from_state_dict(backend, resume.params)
+    opt = make_optimizer(cfg.optimizer, backend, net.params, cfg.momentum)
+    step = TrainStep(net, opt, tr.X, tr.Y, tr.y)  # reused arrays; a CUDA graph with GPUNET_CUDA_GRAPH=1
+    B = batch_rows(cfg.batch_size, tr.m)
+    steps = math.ceil(tr.m / B)
+    total_steps = cfg.epochs * steps
+    log_every = max(1, cfg.epochs // 20)
+    metrics: dict[str, Any] = {
+        "config": cfg.as_dict(), "dataset": dataset, "device": backend.describe(),
+        "versions": {"gpunet": __version__, "python": platform.python_version(), **backend.versions()},
+        "train_samples": tr.m, "val_samples": 0 if va is None else va.m,
+        "validation": None if holdout is None else holdout.describe(), "steps_per_epoch": steps, "history": [],
+    }
+    meta = {"dataset": dataset, "classes": classes or class_names(dataset), "device": backend.name}
+    kept = Kept()
+    start_epoch, start_step = 1, 0
+    if resume is not None:
+        def rows(m: int, name: str, validation: dict[str, Any] | None) -> str:
+            return f"{m} {name} samples " + (f"(validation rows {validation['indices_sha256'][:12]})"
+                                             if validation else "(no validation split)")
+
+        had = rows(resume.meta["train_samples"], resume.meta["dataset"], resume.meta.get("validation"))
+        if had != rows(tr.m, dataset, metrics["validation"]):
+            raise GpunetError(f"the checkpoint was trained on {had}, not "
+                              f"{rows(tr.m, dataset, metrics['validation'])}; cannot resume")
+        try:
+            opt.load_state_dict(resume.optimizer)
+        except ValueError as e:
+            raise GpunetError(f"damaged checkpoint: {e}") from None
+        metrics["history"] = resume.meta["history"]
+        kept = Kept(**resume.meta.get("best", {}), params=resume.best)
+        start_epoch, start_step = resume.meta["epoch"] + 1, resume.meta["step"]
+        console.print(f"resuming at epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
+    make_dir(out, "run directory")  # only now: a run refused while setting up leaves no directory behind
+    console.print(f"training {'-'.join(map(str, net.sizes))} on {tr.m} {dataset} samples"
+                  + ("" if va is None else f" (validation: {va.m} held out)")
+                  + f", {cfg.epochs} epochs x {steps} steps of batch {B}, {cfg.optimizer} lr {cfg.lr:g} "
+                  f"({cfg.schedule}), device {metrics['device']}")
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console, transient=False)
+    # A diverging run overflows; the check after each epoch reports it, so NumPy's warnings would only be noise.
+    with bar, CtrlC() as ctrl_c, np.errstate(over="ignore", invalid="ignore"):
+        epoch_task = bar.add_task("epoch", total=cfg.epochs, completed=start_epoch - 1, stats="")
+        batch_task = bar.add_task("batch", total=steps, stats="", visible=steps >= LONG_EPOCH_STEPS)
+        batch_tick = max(1, steps // 20)
+        for epoch in range(start_epoch, cfg.epochs + 1):
+            first = start_step if epoch == start_epoch else 0
+            t0 = time.perf_counter() - (resume.meta["epoch_seconds"] if first else 0.0)
+            loss_sum, correct = step.zero_sums()  # the step's device accumulators
+            if first:  # the interrupted epoch's sums so far
+                loss_sum += backend.asarray(resume.sums["loss_sum"])
+                correct += backend.asarray(resume.sums["correct"], dtype=xp.int64)
+            bar.reset(batch_task, total=steps, completed=first)
+            for s, idx in step.batches(B, (cfg.seed, epoch), first):
+                step(idx, learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, total_steps))
+                if (s + 1) % batch_tick == 0:
+                    bar.update(batch_task, completed=s + 1)
+                if ctrl_c.requested:
+                    sums = {"loss_sum": backend.to_numpy(loss_sum), "correct": backend.to_numpy(correct)}
+                    checkpoint(out / "checkpoint.npz", net, opt, metrics, kept, epoch - 1, s + 1, sums,
+                               time.perf_counter() - t0)
+                    metrics.update(status="interrupted", signal=ctrl_c.signal, epoch=epoch - 1, step=s + 1,
+                                   train_seconds=sum(r["seconds"] for r in metrics["history"]))
+                    write_json(out / "metrics.json", metrics)
+                    return metrics
+            stats = [loss_sum / tr.m, correct / tr.m]
+            if va is not None:
+                scores = evaluate(net, va)
+                stats += [scores.loss, scores.accuracy]
+            # The one device -> host read of the epoch.
+            values = backend.to_numpy(xp.stack(stats).astype(xp.float64)).tolist()
+            row = {"epoch": epoch, "train_loss": values[0], "train_accuracy": values[1]}
+            if va is not None:
+                row.update(val_loss=values[2], val_accuracy=values[3])
+            row.update(seconds=time.perf_counter() - t0,
+                       lr=learning_rate(cfg.lr, cfg.schedule, epoch * steps - 1, total_steps))
+            bad = next((v for v in values if not math.isfinite(v)), None)
+            if bad is not None:
+                metrics.update(status="diverged", train_seconds=sum(r["seconds"] for r in metrics["history"]))
+                write_json(out / "metrics.json", metrics)
+                kept_line = (f"the last good model.npz is kept (epoch {kept.epoch})" if (out / "model.npz").exists()
+                             else "no model was saved")
+                raise GpunetError(f"loss became {bad} at epoch {epoch}; lower the learning rate "
+                                  f"(e.g. --lr {cfg.lr / 10:g}); {kept_line}")
+            metrics["history"].append(row)
+            improved = kept.beaten_by(row)
+            if improved:
+                kept = Kept(epoch, row.get("val_accuracy"), row.get("val_loss"),
+                            {} if va is None else net.state_dict())
+            held = "" if va is None else f"  val acc {100 * row['val_accuracy']:.2f}%"
+            bar.update(epoch_task, advance=1, stats=f"loss {row['train_loss']:.4f}{held}")
+            bar.update(batch_task, completed=steps)
+            logged = epoch % log_every == 0 or epoch == cfg.epochs
+            if logged:
+                held = "" if va is None else (f"val {row['val_loss']:.4f} {100 * row['val_accuracy']:.2f}%"
+                                              f"{' *' if improved else '  '} | ")
+                bar.console.print(f"epoch {epoch:>3}/{cfg.epochs} | train {row['train_loss']:.4f} "
+                                  f"{100 * row['train_accuracy']:.2f}% | {held}{row['seconds']:.2f} s")
+            if improved and (va is not None or logged):
+                save_model(out / "model.npz", net, {**meta, **kept.header()})
+            if epoch == cfg.epochs or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
+                checkpoint(out / "checkpoint.npz", net, opt, metrics, kept, epoch, 0, {}, 0.0)
+
+    metrics.update(status="completed", **{k: v for k, v in kept.header().items() if k != "epochs"},
+                   train_seconds=sum(r["seconds"] for r in metrics["history"]))
+    if test_split is not None:  # the test set, read once, for the kept model
+        te = DeviceData(backend, test_split)
+        final = net if va is None else MLP.from_state_dict(backend, kept.params)
+        scores = evaluate(final, te)
+        test_loss, test_acc = backend.to_numpy(xp.stack([scores.loss, scores.accuracy]).astype(xp.float64)).tolist()
+        metrics.update(test_samples=te.m, test_loss=test_loss, test_accuracy=test_acc)
+        save_model(out / "model.npz", final, {**meta, **kept.header(), "test_accuracy": test_acc,
+                                              "test_loss": test_loss})
+    metrics["wall_seconds"] = time.perf_counter() - wall0
+    write_json(out / "metrics.json", metrics)
+    return metrics

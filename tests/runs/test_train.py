@@ -1,0 +1,92 @@
+"""Training end to end on a subset: it learns, runs are reproducible, the run directory holds what it promises,
+an existing run is never overwritten, and running out of memory or diverging stops with one clean line that
+keeps the last good model."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gpunet.runs import train as train_module
+from gpunet.core.backend import get_backend
+from gpunet.runs.config import load_config
+from gpunet.runs.store import load_checkpoint, load_model
+from gpunet.runs.train import train
+from helpers import assert_clean_error, cli
+
+
+def test_a_few_epochs_on_2000_samples_learn(tmp_path, mnist):
+    cfg = load_config(overrides={"limit": 2000, "epochs": 4, "batch_size": 64})
+    metrics = train(cfg, get_backend("cpu"), *mnist, tmp_path)
+    assert metrics["train_samples"] == 2000 and metrics["test_samples"] == 10000
+    assert metrics["test_accuracy"] > 0.85  # held out: the 10,000 test images
+    history = metrics["history"]
+    assert len(history) == 4 and history[-1]["train_loss"] < history[0]["train_loss"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["test_accuracy"] == metrics["test_accuracy"] and saved["status"] == "completed"
+    assert saved["config"]["limit"] == 2000 and saved["versions"]["numpy"] == np.__version__
+    net, header = load_model(tmp_path / "model.npz", get_backend("cpu"))
+    assert header["sizes"] == [784, 128, 10] and header["dataset"] == "mnist"
+    # The saved weights reproduce the reported test accuracy.
+    test = mnist[1]
+    X = test.images.reshape(-1, 784).astype(np.float32) / 255
+    assert (net.predict(X) == test.labels).mean() == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+
+
+def test_full_batch_gd_and_a_deeper_net(tmp_path, mnist):
+    cfg = load_config(overrides={"limit": 1000, "epochs": 3, "batch_size": "full", "optimizer": "gd",
+                                 "hidden": [32, 16], "schedule": "constant"})
+    metrics = train(cfg, get_backend("cpu"), *mnist, tmp_path)
+    assert metrics["steps_per_epoch"] == 1
+    assert load_model(tmp_path / "model.npz", get_backend("cpu"))[1]["sizes"] == [784, 32, 16, 10]
+
+
+def test_runs_are_reproducible(tmp_path, mnist):
+    cfg = load_config(overrides={"limit": 500, "epochs": 2, "batch_size": 50})
+    a = train(cfg, get_backend("cpu"), *mnist, tmp_path / "a")
+    b = train(cfg, get_backend("cpu"), *mnist, tmp_path / "b")
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+
+
+def test_train_writes_metrics_and_model(trained):
+    """The shared run: `gpunet train --device cpu --epochs 3 --limit 10000`."""
+    out, result = trained
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["epochs"] == 3 and metrics["train_samples"] == 10000
+    assert metrics["device"].startswith("cpu") and 0 < metrics["test_accuracy"] <= 1
+    assert (out / "model.npz").stat().st_size > 100_000
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    (tmp_path / "metrics.json").write_text("{}")
+    result = cli("train", "--device", "cpu", "--epochs", "1", "--limit", "100", "--out", tmp_path)
+    assert_clean_error(result, "already holds a run")
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+def test_out_of_memory_is_one_clean_line(tmp_path):
+    assert_clean_error(cli("train", "--device", "cpu", "--hidden", "10000000000", "--out", tmp_path / "r"),
+                       "over the limit of 50,000,000")  # refused from its size, before the data loads
+
+
+def test_diverging_run_stops_with_a_hint(tmp_path):
+    out = tmp_path / "r"
+    result = cli("train", "--device", "cpu", "--limit", "500", "--epochs", "3", "--lr", "1e30", "--out", out)
+    assert_clean_error(result, "at epoch 1", "lower the learning rate")
+    assert json.loads((out / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_divergence_keeps_the_last_good_model_and_checkpoint(tmp_path, monkeypatch):
+    """Epoch 1 trains normally; from epoch 2 on the learning rate explodes (4 steps per epoch)."""
+    monkeypatch.setattr(train_module, "learning_rate", lambda base, schedule, step, total: base if step < 4 else 1e30)
+    out = tmp_path / "r"
+    result = cli("train", "--device", "cpu", "--limit", "500", "--epochs", "3", "--checkpoint-every", "1",
+                 "--out", out)
+    assert_clean_error(result, "at epoch 2", "the last good model.npz is kept")
+    net, header = load_model(out / "model.npz", get_backend("cpu"))
+    assert header["epochs"] == 1 and all(np.isfinite(v).all() for v in net.state_dict().values())
+    assert load_checkpoint(out / "checkpoint.npz").meta["epoch"] == 1
+    assert json.loads((out / "metrics.json").read_text())["status"] == "diverged"
