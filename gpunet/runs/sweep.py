@@ -82,8 +82,7 @@ def run_point(cfg: Config, run_dir: Path, backend: Backend, train_split: Split, 
     if run_dir.exists():
         shutil.rmtree(run_dir)
     try:
-        return train(cfg, backend, train_split, None, run_dir, Console(file=io.StringIO()), dataset=dataset,
-                     classes=class_names(dataset))
+        return train(cfg, backend, train_split, None, run_dir, dataset=dataset, classes=class_names(dataset))
     except GpunetError as e:
         metrics = finished_metrics(run_dir, cfg, dataset)
         if metrics is None or metrics["status"] != "diverged":
