@@ -124,8 +124,9 @@ def train_steps(backend: Backend, optimizer: str, graph: bool = False) -> dict[s
     return {**net.state_dict(), "loss_sum": np.atleast_1d(backend.to_numpy(step.loss_sum)).astype(np.float64)}
 
 
-def value_text(row: dict[str, Any]) -> str:
-    """A check row's value as the report prints it ("not finite" where JSON holds null)."""
+def difference_text(row: dict[str, Any]) -> str:
+    """A check row's value, the relative difference it measured, as the report prints it ("not finite" where
+    JSON holds null)."""
     return "not finite" if row["value"] is None else f"{row['value']:.2e}"
 
 
@@ -200,7 +201,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     name_w = max(len(r["name"]) for r in rows)
     lines += ["", f"  {'check':<{name_w}}  {'value':>9}  {'tolerance':>9}  result"]
     for r in rows:
-        lines.append(f"  {r['name']:<{name_w}}  {value_text(r):>9}  {r['tolerance']:>9.0e}  "
+        lines.append(f"  {r['name']:<{name_w}}  {difference_text(r):>9}  {r['tolerance']:>9.0e}  "
                      f"{'PASS' if r['passed'] else 'FAIL'}")
     if not report["graph"]:
         lines.append(f"  (CUDA-graph replay: not checked, {report['device']} records no graphs)")

@@ -340,13 +340,13 @@ def check(
     a speed line. Exit 0 only when every check passes, 1 when one fails."""
     import json
 
-    from gpunet.apps.check import report_lines, run_check, value_text
+    from gpunet.apps.check import difference_text, report_lines, run_check
 
     report = run_check(device.value, samples, seconds)
     typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
     failed = [r for r in report["checks"] if not r["passed"]]
     for r in failed:
-        typer.echo(f"FAIL: {r['name']}: {value_text(r)} (tolerance {r['tolerance']:g})", err=True)
+        typer.echo(f"FAIL: {r['name']}: {difference_text(r)} (tolerance {r['tolerance']:g})", err=True)
     if failed:
         raise typer.Exit(1)
 
