@@ -240,6 +240,23 @@ def train_seconds(metrics: dict[str, Any]) -> float:
     return sum(r["seconds"] for r in metrics["history"])
 
 
+def diverged(out: Path, metrics: dict[str, Any], kept: Kept, what: str) -> GpunetError:
+    """Record in `out`/metrics.json that the run diverged (`what`: the loss and epoch); the error to stop with."""
+    metrics.update(status="diverged", train_seconds=train_seconds(metrics))
+    write_json(out / "metrics.json", metrics)
+    kept_line = (f"the last good model.npz is kept (epoch {kept.epoch})" if (out / "model.npz").exists()
+                 else "no model was saved")
+    return GpunetError(f"{what}; lower the learning rate (e.g. --lr {metrics['config']['lr'] / 10:g}); {kept_line}")
+
+
+def score_test_set(net: MLP, test_split: Split) -> dict[str, Any]:
+    """The test set's size, loss and accuracy for `net`, in one device read."""
+    te = DeviceData(net.backend, test_split)
+    scores = evaluate(net, te)
+    test_loss, test_acc = net.backend.to_floats([scores.loss, scores.accuracy])
+    return {"test_samples": te.m, "test_loss": test_loss, "test_accuracy": test_acc}
+
+
 def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split | None, out: Path,
           reporter: Reporter | None = None, dataset: str = "mnist", resume: Checkpoint | None = None,
           classes: list[str] | None = None) -> dict[str, Any]:
@@ -310,12 +327,7 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
                        lr=learning_rate(cfg.lr, cfg.schedule, epoch * steps - 1, total_steps))
             bad = next((v for v in values if not math.isfinite(v)), None)
             if bad is not None:
-                metrics.update(status="diverged", train_seconds=train_seconds(metrics))
-                write_json(out / "metrics.json", metrics)
-                kept_line = (f"the last good model.npz is kept (epoch {kept.epoch})" if (out / "model.npz").exists()
-                             else "no model was saved")
-                raise GpunetError(f"loss became {bad} at epoch {epoch}; lower the learning rate "
-                                  f"(e.g. --lr {cfg.lr / 10:g}); {kept_line}")
+                raise diverged(out, metrics, kept, f"loss became {bad} at epoch {epoch}")
             metrics["history"].append(row)
             improved = kept.beaten_by(row)
             if improved:
@@ -331,13 +343,10 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
     metrics.update(status="completed", **{k: v for k, v in kept.header().items() if k != "epochs"},
                    train_seconds=train_seconds(metrics))
     if test_split is not None:  # the test set, read once, for the kept model
-        te = DeviceData(backend, test_split)
         final = net if va is None else MLP.from_state_dict(backend, kept.params)
-        scores = evaluate(final, te)
-        test_loss, test_acc = backend.to_floats([scores.loss, scores.accuracy])
-        metrics.update(test_samples=te.m, test_loss=test_loss, test_accuracy=test_acc)
-        save_model(out / "model.npz", final, {**meta, **kept.header(), "test_accuracy": test_acc,
-                                              "test_loss": test_loss})
+        metrics.update(score_test_set(final, test_split))
+        save_model(out / "model.npz", final, {**meta, **kept.header(), "test_accuracy": metrics["test_accuracy"],
+                                              "test_loss": metrics["test_loss"]})
     metrics["wall_seconds"] = time.perf_counter() - wall0
     write_json(out / "metrics.json", metrics)
     return metrics
