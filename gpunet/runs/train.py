@@ -39,6 +39,7 @@ from gpunet.runs.store import MAX_PARAMETERS, PIXELS, Checkpoint, load_checkpoin
 from gpunet.data.validation import hold_out
 from gpunet.version import __version__
 
+
 def default_run_dir() -> Path:
     return Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
@@ -237,6 +238,7 @@ def restore(resume: Checkpoint, opt: Any, metrics: dict[str, Any]) -> tuple[Kept
 
 
 def train_seconds(metrics: dict[str, Any]) -> float:
+    """Seconds spent training: the sum over the epochs of the history."""
     return sum(r["seconds"] for r in metrics["history"])
 
 
