@@ -92,8 +92,8 @@ def gradient_rows(device: str, dev32: Backend, cpu64: Backend) -> list[Row]:
     X64, Y64, _ = on_device(dev64, X, y)
     grads = net.backward(net.forward(X64), Y64)
     errors = [relative(grads[f"d{k}"], central_differences(net, X64, Y64, k), dev64.xp) for k in net.params]
-    central = dev64.to_numpy(dev64.xp.stack(errors))  # one read for all of them
-    rows = [row(f"d{k} vs central differences (float64, {dev64.name})", float(e), TOLERANCE["central"])
+    central = dev64.to_floats(errors)  # one read for all of them
+    rows = [row(f"d{k} vs central differences (float64, {dev64.name})", e, TOLERANCE["central"])
             for k, e in zip(net.params, central)]
 
     ref = MLP.from_state_dict(cpu64, init)
@@ -124,8 +124,9 @@ def train_steps(backend: Backend, optimizer: str, graph: bool = False) -> dict[s
     return {**net.state_dict(), "loss_sum": np.atleast_1d(backend.to_numpy(step.loss_sum)).astype(np.float64)}
 
 
-def value_text(row: dict[str, Any]) -> str:
-    """A check row's value as the report prints it ("not finite" where JSON holds null)."""
+def difference_text(row: dict[str, Any]) -> str:
+    """A check row's value, the relative difference it measured, as the report prints it ("not finite" where
+    JSON holds null)."""
     return "not finite" if row["value"] is None else f"{row['value']:.2e}"
 
 
@@ -200,7 +201,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     name_w = max(len(r["name"]) for r in rows)
     lines += ["", f"  {'check':<{name_w}}  {'value':>9}  {'tolerance':>9}  result"]
     for r in rows:
-        lines.append(f"  {r['name']:<{name_w}}  {value_text(r):>9}  {r['tolerance']:>9.0e}  "
+        lines.append(f"  {r['name']:<{name_w}}  {difference_text(r):>9}  {r['tolerance']:>9.0e}  "
                      f"{'PASS' if r['passed'] else 'FAIL'}")
     if not report["graph"]:
         lines.append(f"  (CUDA-graph replay: not checked, {report['device']} records no graphs)")

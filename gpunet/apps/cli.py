@@ -124,6 +124,7 @@ def train(
     directory. A dataset not found on this machine is downloaded first (see `gpunet data`)."""
     from gpunet.core.backend import get_backend
     from gpunet.data.load import load_dataset
+    from gpunet.runs.report import ConsoleReporter, summary
     from gpunet.runs.train import plan_run, run_plan
 
     console = stderr_console()
@@ -134,17 +135,11 @@ def train(
     if device.value == "auto":
         console.print(f"--device auto chose {backend.name}")
     train_split, test_split = load_dataset(plan.dataset, data_dir, console)
-    metrics = run_plan(plan, backend, train_split, test_split, console)
+    metrics = run_plan(plan, backend, train_split, test_split, ConsoleReporter(console))
     if metrics["status"] == "interrupted":
-        typer.echo(f"interrupted ({metrics['signal']}) after epoch {metrics['epoch']} step {metrics['step']}; "
-                   f"checkpoint saved; resume with: gpunet train --resume {plan.run_dir}", err=True)
+        typer.echo(summary(metrics, plan.run_dir, backend.name), err=True)
         raise typer.Exit(143 if metrics["signal"] == "SIGTERM" else 130)  # 128 + the signal's number, as shells do
-    kept = (f"epoch {metrics['best_epoch']}, best on validation" if metrics["val_samples"] else
-            "the last epoch; no validation split")
-    typer.echo(f"test accuracy {100 * metrics['test_accuracy']:.2f}% of the kept model ({kept}) after "
-               f"{plan.cfg.epochs} epochs, "
-               f"{metrics['train_seconds']:.1f} s training ({metrics['wall_seconds']:.1f} s wall) on {backend.name}; "
-               f"saved {plan.run_dir}/")
+    typer.echo(summary(metrics, plan.run_dir, backend.name))
     if plots:
         from gpunet.runs.plots import plot_run
 
@@ -345,13 +340,13 @@ def check(
     a speed line. Exit 0 only when every check passes, 1 when one fails."""
     import json
 
-    from gpunet.apps.check import report_lines, run_check, value_text
+    from gpunet.apps.check import difference_text, report_lines, run_check
 
     report = run_check(device.value, samples, seconds)
     typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
     failed = [r for r in report["checks"] if not r["passed"]]
     for r in failed:
-        typer.echo(f"FAIL: {r['name']}: {value_text(r)} (tolerance {r['tolerance']:g})", err=True)
+        typer.echo(f"FAIL: {r['name']}: {difference_text(r)} (tolerance {r['tolerance']:g})", err=True)
     if failed:
         raise typer.Exit(1)
 

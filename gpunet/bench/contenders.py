@@ -42,7 +42,7 @@ class Gpunet:
         loss_sum, correct = self.step.zero_sums()
         for _, idx in self.step.batches(self.B, (0, e)):
             self.step(idx, LR)
-        loss, acc = self.backend.to_numpy(self.backend.xp.stack([loss_sum / m, correct / m])).tolist()
+        loss, acc = self.backend.to_floats([loss_sum / m, correct / m])
         return loss, acc
 
     def peak_device_bytes(self) -> int:
@@ -82,7 +82,7 @@ class Plain:
             dW, db = reference.backward(self.W, Z, A, Y)
             reference.momentum_step(self.W, self.vW, dW, LR, self.mu)
             reference.momentum_step(self.b, self.vb, db, LR, self.mu)
-        loss, acc = self.backend.to_numpy(xp.stack([loss_sum / d.m, correct / d.m])).tolist()
+        loss, acc = self.backend.to_floats([loss_sum / d.m, correct / d.m])
         return loss, acc
 
     def peak_device_bytes(self) -> int:

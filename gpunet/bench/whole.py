@@ -28,11 +28,14 @@ WHOLE_RUN_INCLUDES = ("each timed run starts from the decoded MNIST arrays on th
 
 
 def gpunet_run(cfg: Config, backend: Backend, train_split: Split, test_split: Split) -> dict[str, float]:
-    """One complete `gpunet.runs.train.train` run of `cfg` into a temporary run directory, console silenced."""
+    """One complete `gpunet.runs.train.train` run of `cfg` into a temporary run directory, its console output
+    drawn into a string, as `gpunet train` draws it."""
+    from gpunet.runs.report import ConsoleReporter
     from gpunet.runs.train import train
 
     with tempfile.TemporaryDirectory(prefix="gpunet-bench-") as tmp:
-        metrics = train(cfg, backend, train_split, test_split, Path(tmp) / "run", Console(file=io.StringIO()))
+        metrics = train(cfg, backend, train_split, test_split, Path(tmp) / "run",
+                        ConsoleReporter(Console(file=io.StringIO())))
     return {"test_accuracy": metrics["test_accuracy"], "epoch_seconds": metrics["train_seconds"]}
 
 

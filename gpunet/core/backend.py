@@ -11,7 +11,7 @@ import re
 import shutil
 import subprocess
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -52,6 +52,10 @@ class Backend:
     def to_numpy(self, a: Any) -> np.ndarray:
         """Device array -> host numpy array (a sync point on the GPU)."""
         raise NotImplementedError
+
+    def to_floats(self, scalars: Sequence[Any]) -> list[float]:
+        """Device scalars (0-d arrays: an epoch's loss, accuracy...) -> Python floats, in one device read."""
+        return self.to_numpy(self.xp.stack(scalars).astype(self.xp.float64)).tolist()
 
     def synchronize(self) -> None:
         """Wait for queued device work; call before reading a clock."""

@@ -43,7 +43,7 @@ def expand_grid(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(values[k] for k in keys))]
 
 
-def value_text(value: Any) -> str:
+def config_value_text(value: Any) -> str:
     """A config value as a directory name, a CSV cell or a plot label: 0.1, 128, 256x128, momentum."""
     if isinstance(value, list):
         return "x".join(map(str, value))
@@ -52,7 +52,7 @@ def value_text(value: Any) -> str:
 
 def point_name(point: dict[str, Any]) -> str:
     """The run directory of a point: e.g. lr=0.1_batch_size=64_seed=0."""
-    return "_".join(f"{k}={value_text(v)}" for k, v in point.items()) or "point"
+    return "_".join(f"{k}={config_value_text(v)}" for k, v in point.items()) or "point"
 
 
 def summary(point: dict[str, Any], run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -82,8 +82,7 @@ def run_point(cfg: Config, run_dir: Path, backend: Backend, train_split: Split, 
     if run_dir.exists():
         shutil.rmtree(run_dir)
     try:
-        return train(cfg, backend, train_split, None, run_dir, Console(file=io.StringIO()), dataset=dataset,
-                     classes=class_names(dataset))
+        return train(cfg, backend, train_split, None, run_dir, dataset=dataset, classes=class_names(dataset))
     except GpunetError as e:
         metrics = finished_metrics(run_dir, cfg, dataset)
         if metrics is None or metrics["status"] != "diverged":
@@ -139,7 +138,7 @@ def write_table(points: list[dict[str, Any]], path: Path) -> None:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(columns)
         for p in points:
-            w.writerow([value_text(p["config"][k]) for k in KEYS] + [p[k] for k in columns[len(KEYS):]])
+            w.writerow([config_value_text(p["config"][k]) for k in KEYS] + [p[k] for k in columns[len(KEYS):]])
     atomic_write(path, write, mode="w")
 
 
@@ -150,10 +149,10 @@ def panels(points: list[dict[str, Any]], keys: list[str]) -> dict[str, list[tupl
     out = {}
     for key in [k for k in keys if k != "seed"] or ["seed"]:
         rows = []
-        for value in dict.fromkeys(value_text(p["config"][key]) for p in points):
+        for value in dict.fromkeys(config_value_text(p["config"][key]) for p in points):
             accs = [p["val_accuracy"] for p in points
-                    if value_text(p["config"][key]) == value and p["val_accuracy"] is not None]
-            best = next((g for g in pooled if key == "seed" or value_text(g["values"][key]) == value), None)
+                    if config_value_text(p["config"][key]) == value and p["val_accuracy"] is not None]
+            best = next((g for g in pooled if key == "seed" or config_value_text(g["values"][key]) == value), None)
             rows.append((value, accs, *((best["val_accuracy_mean"], best["val_accuracy_std"]) if best
                                         else (float("nan"), 0.0))))
         out[key] = rows
@@ -232,7 +231,7 @@ def sweep_report(result: dict[str, Any], top: int = 10) -> list[str]:
     """The best settings on validation (seeds pooled), as a Markdown table, then the best point."""
     points, keys = result["points"], result["keys"]
     shown = [k for k in keys if k != "seed"]
-    fixed = ", ".join(f"{k} = {value_text(v)}" for k, v in result["fixed"].items())
+    fixed = ", ".join(f"{k} = {config_value_text(v)}" for k, v in result["fixed"].items())
     lines = ["", f"{len(points)} points; the config's values" + (f" with {fixed}" if fixed else "") + "; seeds pooled:",
              "| " + " | ".join([*shown, "seeds", "validation accuracy", "validation loss", "best epochs", "train s"])
              + " |", "|" + "---|" * (len(shown) + 5)]
@@ -241,7 +240,7 @@ def sweep_report(result: dict[str, Any], top: int = 10) -> list[str]:
                f"{100 * g['val_accuracy_mean']:.2f}% +- {100 * g['val_accuracy_std']:.2f}"
                + (f" ({g['diverged']} diverged)" if g["diverged"] else ""))
         loss = "-" if g["val_loss_mean"] is None else f"{g['val_loss_mean']:.4f}"
-        cells = [*(value_text(g["values"][k]) for k in shown), ",".join(map(str, g["seeds"])), acc, loss,
+        cells = [*(config_value_text(g["values"][k]) for k in shown), ",".join(map(str, g["seeds"])), acc, loss,
                  ",".join(map(str, g["best_epochs"])), f"{g['train_seconds_mean']:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     best = best_point(points)

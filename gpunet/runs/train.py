@@ -23,8 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from gpunet.core.backend import Backend
 from gpunet.runs.config import KEYS, Config, batch_rows, check_value, load_config
@@ -32,6 +30,7 @@ from gpunet.data.load import DeviceData
 from gpunet.data.datasets import NUM_CLASSES, Split, class_names, get_dataset
 from gpunet.errors import GpunetError
 from gpunet.runs.evaluate import evaluate
+from gpunet.runs.report import Outline, Reporter
 from gpunet.files import make_dir, write_json
 from gpunet.core.model import MLP
 from gpunet.core.optim import OPTIMIZER_SLOTS, learning_rate, make_optimizer
@@ -39,8 +38,6 @@ from gpunet.core.step import TrainStep
 from gpunet.runs.store import MAX_PARAMETERS, PIXELS, Checkpoint, load_checkpoint, save_checkpoint, save_model
 from gpunet.data.validation import hold_out
 from gpunet.version import __version__
-
-LONG_EPOCH_STEPS = 50  # show a second bar over batches when an epoch has at least this many steps
 
 
 def default_run_dir() -> Path:
@@ -53,14 +50,14 @@ def refuse_existing_run(out: Path) -> None:
         raise GpunetError(f"{out} already holds a run; choose another --out or remove it")
 
 
-class CtrlC:
-    """Context: the first Ctrl-C or SIGTERM sets `requested` and `signal` (its name; the loop checkpoints after
-    its current step and returns); a second one raises KeyboardInterrupt at once. Only the main thread can take
-    signals; elsewhere a no-op."""
+class StopSignals:
+    """Context that turns the first Ctrl-C (SIGINT) or SIGTERM into a request to stop: it sets `requested` and
+    `signal` (the signal's name), and the loop checkpoints after its current step and returns; a second one
+    raises KeyboardInterrupt at once. Only the main thread can take signals; elsewhere a no-op."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __enter__(self) -> "CtrlC":
+    def __enter__(self) -> "StopSignals":
         self.requested = False
         self.signal = ""
         self.previous = {}
@@ -177,11 +174,11 @@ def plan_run(config: str | Path | None, overrides: dict[str, Any], out: Path | N
 
 
 def run_plan(plan: Plan, backend: Backend, train_split: Split, test_split: Split,
-             console: Console | None = None) -> dict[str, Any]:
+             reporter: Reporter | None = None) -> dict[str, Any]:
     """Train the plan (a fresh one never into a directory that holds a run)."""
     if plan.resume is None:
         refuse_existing_run(plan.run_dir)
-    return train(plan.cfg, backend, train_split, test_split, plan.run_dir, console, dataset=plan.dataset,
+    return train(plan.cfg, backend, train_split, test_split, plan.run_dir, reporter, dataset=plan.dataset,
                  resume=plan.resume, classes=class_names(plan.dataset))
 
 
@@ -221,16 +218,56 @@ def checkpoint(path: Path, net: MLP, opt: Any, metrics: dict[str, Any], kept: Ke
     }, kept.params))
 
 
+def restore(resume: Checkpoint, opt: Any, metrics: dict[str, Any]) -> tuple[Kept, int, int]:
+    """Load `resume`'s optimizer state and history (into `opt` and `metrics`) after checking that it was trained
+    on the same rows; the kept model so far, and the epoch and step to continue at."""
+    def rows(m: int, name: str, validation: dict[str, Any] | None) -> str:
+        return f"{m} {name} samples " + (f"(validation rows {validation['indices_sha256'][:12]})"
+                                         if validation else "(no validation split)")
+
+    had = rows(resume.meta["train_samples"], resume.meta["dataset"], resume.meta.get("validation"))
+    have = rows(metrics["train_samples"], metrics["dataset"], metrics["validation"])
+    if had != have:
+        raise GpunetError(f"the checkpoint was trained on {had}, not {have}; cannot resume")
+    try:
+        opt.load_state_dict(resume.optimizer)
+    except ValueError as e:
+        raise GpunetError(f"damaged checkpoint: {e}") from None
+    metrics["history"] = resume.meta["history"]
+    return Kept(**resume.meta.get("best", {}), params=resume.best), resume.meta["epoch"] + 1, resume.meta["step"]
+
+
+def train_seconds(metrics: dict[str, Any]) -> float:
+    """Seconds spent training: the sum over the epochs of the history."""
+    return sum(r["seconds"] for r in metrics["history"])
+
+
+def diverged(out: Path, metrics: dict[str, Any], kept: Kept, what: str) -> GpunetError:
+    """Record in `out`/metrics.json that the run diverged (`what`: the loss and epoch); the error to stop with."""
+    metrics.update(status="diverged", train_seconds=train_seconds(metrics))
+    write_json(out / "metrics.json", metrics)
+    kept_line = (f"the last good model.npz is kept (epoch {kept.epoch})" if (out / "model.npz").exists()
+                 else "no model was saved")
+    return GpunetError(f"{what}; lower the learning rate (e.g. --lr {metrics['config']['lr'] / 10:g}); {kept_line}")
+
+
+def score_test_set(net: MLP, test_split: Split) -> dict[str, Any]:
+    """The test set's size, loss and accuracy for `net`, in one device read."""
+    te = DeviceData(net.backend, test_split)
+    scores = evaluate(net, te)
+    test_loss, test_acc = net.backend.to_floats([scores.loss, scores.accuracy])
+    return {"test_samples": te.m, "test_loss": test_loss, "test_accuracy": test_acc}
+
+
 def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split | None, out: Path,
-          console: Console | None = None, dataset: str = "mnist", resume: Checkpoint | None = None,
+          reporter: Reporter | None = None, dataset: str = "mnist", resume: Checkpoint | None = None,
           classes: list[str] | None = None) -> dict[str, Any]:
     """Train per `cfg` (continuing `resume` when given) and write `out`/metrics.json, model.npz (the kept model:
     the best epoch on the `val_size` rows held out of `train_split`, or the last epoch without them) and
     checkpoint.npz (the last epoch). The test set is evaluated once, at the end, for the kept model; with
-    `test_split` None it is never touched (a sweep). Returns the metrics; their status is "interrupted" when
-    Ctrl-C stopped the run."""
-    console = console or Console(stderr=True)
-    xp = backend.xp
+    `test_split` None it is never touched (a sweep). `reporter` is told how the run goes (None: nothing is
+    shown). Returns the metrics; their status is "interrupted" when Ctrl-C or SIGTERM stopped the run."""
+    reporter = reporter or Reporter()
     wall0 = time.perf_counter()
     holdout = hold_out(train_split, cfg.val_size) if cfg.val_size else None
     tr = DeviceData(backend, train_split if holdout is None else holdout.train, cfg.limit)
@@ -252,64 +289,39 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
         "validation": None if holdout is None else holdout.describe(), "steps_per_epoch": steps, "history": [],
     }
     meta = {"dataset": dataset, "classes": classes or class_names(dataset), "device": backend.name}
-    kept = Kept()
-    start_epoch, start_step = 1, 0
+    kept, start_epoch, start_step = Kept(), 1, 0
     if resume is not None:
-        def rows(m: int, name: str, validation: dict[str, Any] | None) -> str:
-            return f"{m} {name} samples " + (f"(validation rows {validation['indices_sha256'][:12]})"
-                                             if validation else "(no validation split)")
-
-        had = rows(resume.meta["train_samples"], resume.meta["dataset"], resume.meta.get("validation"))
-        if had != rows(tr.m, dataset, metrics["validation"]):
-            raise GpunetError(f"the checkpoint was trained on {had}, not "
-                              f"{rows(tr.m, dataset, metrics['validation'])}; cannot resume")
-        try:
-            opt.load_state_dict(resume.optimizer)
-        except ValueError as e:
-            raise GpunetError(f"damaged checkpoint: {e}") from None
-        metrics["history"] = resume.meta["history"]
-        kept = Kept(**resume.meta.get("best", {}), params=resume.best)
-        start_epoch, start_step = resume.meta["epoch"] + 1, resume.meta["step"]
-        console.print(f"resuming at epoch {start_epoch}" + (f", step {start_step}" if start_step else ""))
+        kept, start_epoch, start_step = restore(resume, opt, metrics)
+        reporter.resuming(start_epoch, start_step)
     make_dir(out, "run directory")  # only now: a run refused while setting up leaves no directory behind
-    console.print(f"training {'-'.join(map(str, net.sizes))} on {tr.m} {dataset} samples"
-                  + ("" if va is None else f" (validation: {va.m} held out)")
-                  + f", {cfg.epochs} epochs x {steps} steps of batch {B}, {cfg.optimizer} lr {cfg.lr:g} "
-                  f"({cfg.schedule}), device {metrics['device']}")
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TimeRemainingColumn(), TextColumn("{task.fields[stats]}"), console=console, transient=False)
+    outline = Outline(cfg, net.sizes, dataset, tr.m, metrics["val_samples"], steps, B, metrics["device"],
+                      start_epoch, start_step)
     # A diverging run overflows; the check after each epoch reports it, so NumPy's warnings would only be noise.
-    with bar, CtrlC() as ctrl_c, np.errstate(over="ignore", invalid="ignore"):
-        epoch_task = bar.add_task("epoch", total=cfg.epochs, completed=start_epoch - 1, stats="")
-        batch_task = bar.add_task("batch", total=steps, stats="", visible=steps >= LONG_EPOCH_STEPS)
-        batch_tick = max(1, steps // 20)
+    with reporter.running(outline), StopSignals() as stop, np.errstate(over="ignore", invalid="ignore"):
         for epoch in range(start_epoch, cfg.epochs + 1):
             first = start_step if epoch == start_epoch else 0
             t0 = time.perf_counter() - (resume.meta["epoch_seconds"] if first else 0.0)
             loss_sum, correct = step.zero_sums()  # the step's device accumulators
             if first:  # the interrupted epoch's sums so far
                 loss_sum += backend.asarray(resume.sums["loss_sum"])
-                correct += backend.asarray(resume.sums["correct"], dtype=xp.int64)
-            bar.reset(batch_task, total=steps, completed=first)
+                correct += backend.asarray(resume.sums["correct"], dtype=backend.xp.int64)
+            reporter.epoch_started(first)
             for s, idx in step.batches(B, (cfg.seed, epoch), first):
                 step(idx, learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, total_steps))
-                if (s + 1) % batch_tick == 0:
-                    bar.update(batch_task, completed=s + 1)
-                if ctrl_c.requested:
+                reporter.step_done(s + 1)
+                if stop.requested:
                     sums = {"loss_sum": backend.to_numpy(loss_sum), "correct": backend.to_numpy(correct)}
                     checkpoint(out / "checkpoint.npz", net, opt, metrics, kept, epoch - 1, s + 1, sums,
                                time.perf_counter() - t0)
-                    metrics.update(status="interrupted", signal=ctrl_c.signal, epoch=epoch - 1, step=s + 1,
-                                   train_seconds=sum(r["seconds"] for r in metrics["history"]))
+                    metrics.update(status="interrupted", signal=stop.signal, epoch=epoch - 1, step=s + 1,
+                                   train_seconds=train_seconds(metrics))
                     write_json(out / "metrics.json", metrics)
                     return metrics
             stats = [loss_sum / tr.m, correct / tr.m]
             if va is not None:
                 scores = evaluate(net, va)
                 stats += [scores.loss, scores.accuracy]
-            # The one device -> host read of the epoch.
-            values = backend.to_numpy(xp.stack(stats).astype(xp.float64)).tolist()
+            values = backend.to_floats(stats)  # the one device -> host read of the epoch
             row = {"epoch": epoch, "train_loss": values[0], "train_accuracy": values[1]}
             if va is not None:
                 row.update(val_loss=values[2], val_accuracy=values[3])
@@ -317,41 +329,26 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
                        lr=learning_rate(cfg.lr, cfg.schedule, epoch * steps - 1, total_steps))
             bad = next((v for v in values if not math.isfinite(v)), None)
             if bad is not None:
-                metrics.update(status="diverged", train_seconds=sum(r["seconds"] for r in metrics["history"]))
-                write_json(out / "metrics.json", metrics)
-                kept_line = (f"the last good model.npz is kept (epoch {kept.epoch})" if (out / "model.npz").exists()
-                             else "no model was saved")
-                raise GpunetError(f"loss became {bad} at epoch {epoch}; lower the learning rate "
-                                  f"(e.g. --lr {cfg.lr / 10:g}); {kept_line}")
+                raise diverged(out, metrics, kept, f"loss became {bad} at epoch {epoch}")
             metrics["history"].append(row)
             improved = kept.beaten_by(row)
             if improved:
                 kept = Kept(epoch, row.get("val_accuracy"), row.get("val_loss"),
                             {} if va is None else net.state_dict())
-            held = "" if va is None else f"  val acc {100 * row['val_accuracy']:.2f}%"
-            bar.update(epoch_task, advance=1, stats=f"loss {row['train_loss']:.4f}{held}")
-            bar.update(batch_task, completed=steps)
             logged = epoch % log_every == 0 or epoch == cfg.epochs
-            if logged:
-                held = "" if va is None else (f"val {row['val_loss']:.4f} {100 * row['val_accuracy']:.2f}%"
-                                              f"{' *' if improved else '  '} | ")
-                bar.console.print(f"epoch {epoch:>3}/{cfg.epochs} | train {row['train_loss']:.4f} "
-                                  f"{100 * row['train_accuracy']:.2f}% | {held}{row['seconds']:.2f} s")
+            reporter.epoch_done(row, improved, logged)
             if improved and (va is not None or logged):
                 save_model(out / "model.npz", net, {**meta, **kept.header()})
             if epoch == cfg.epochs or (cfg.checkpoint_every and epoch % cfg.checkpoint_every == 0):
                 checkpoint(out / "checkpoint.npz", net, opt, metrics, kept, epoch, 0, {}, 0.0)
 
     metrics.update(status="completed", **{k: v for k, v in kept.header().items() if k != "epochs"},
-                   train_seconds=sum(r["seconds"] for r in metrics["history"]))
+                   train_seconds=train_seconds(metrics))
     if test_split is not None:  # the test set, read once, for the kept model
-        te = DeviceData(backend, test_split)
         final = net if va is None else MLP.from_state_dict(backend, kept.params)
-        scores = evaluate(final, te)
-        test_loss, test_acc = backend.to_numpy(xp.stack([scores.loss, scores.accuracy]).astype(xp.float64)).tolist()
-        metrics.update(test_samples=te.m, test_loss=test_loss, test_accuracy=test_acc)
-        save_model(out / "model.npz", final, {**meta, **kept.header(), "test_accuracy": test_acc,
-                                              "test_loss": test_loss})
+        metrics.update(score_test_set(final, test_split))
+        save_model(out / "model.npz", final, {**meta, **kept.header(), "test_accuracy": metrics["test_accuracy"],
+                                              "test_loss": metrics["test_loss"]})
     metrics["wall_seconds"] = time.perf_counter() - wall0
     write_json(out / "metrics.json", metrics)
     return metrics

@@ -300,7 +300,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     def _epoch(self, step: TrainStep, seed: int, epoch: int, lr_of_step: Any,
                val: tuple[Array, Array] | None = None) -> tuple[float, float | None]:
         """One shuffled pass of `step` over its data; the mean loss (and the validation accuracy), read at once."""
-        backend, xp = self._net.backend, self._net.backend.xp
+        backend = self._net.backend
         n = step.X.shape[0]
         loss_sum, _ = step.zero_sums()
         # A diverging run overflows; the check below reports it, so NumPy's warnings would only be noise.
@@ -310,7 +310,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             sums = [loss_sum / n]
             if val is not None:
                 sums.append((self._net.predict(val[0]) == val[1]).mean())
-            values = backend.to_numpy(xp.stack(sums).astype(xp.float64)).tolist()  # the epoch's one device read
+            values = backend.to_floats(sums)  # the epoch's one device read
         loss = values[0]
         if not math.isfinite(loss):
             raise ValueError(f"the training loss became {loss} at epoch {epoch}; lower learning_rate_init "

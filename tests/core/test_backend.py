@@ -59,3 +59,21 @@ def test_backends_compare_by_device_and_dtype():
     assert get_backend("cpu") == get_backend("cpu") and len({get_backend("cpu"), get_backend("cpu")}) == 1
     assert get_backend("cpu") != get_backend("cpu", "float64")
     assert get_backend("cpu") != StrictBackend() and StrictBackend() == StrictBackend()
+
+
+def test_to_floats_reads_scalars_back_at_once(backend):
+    """An epoch's loss (float), count (int64) and a nan come back as Python floats, exact to float64."""
+    xp = backend.xp
+    loss, count = np.float32(0.1234567), 987
+    got = backend.to_floats([backend.asarray(loss), backend.asarray(count, dtype=xp.int64) / 1000,
+                             backend.asarray(np.nan)])
+    assert all(type(v) is float for v in got)
+    assert got[:2] == [float(np.asarray(loss, backend.dtype)), 0.987] and np.isnan(got[2])
+
+
+def test_to_floats_is_one_device_read():
+    strict = StrictBackend()
+    values = [strict.asarray(np.float32(v)) for v in (1.5, 2.5, 3.5)]
+    gets, syncs = strict.ledger.gets, strict.ledger.syncs
+    assert strict.to_floats(values) == [1.5, 2.5, 3.5]
+    assert (strict.ledger.gets - gets, strict.ledger.syncs - syncs, strict.ledger.refused) == (1, 0, [])

@@ -9,7 +9,7 @@ import pytest
 
 from gpunet.runs import train as train_module
 from gpunet.runs.store import load_checkpoint
-from gpunet.runs.train import CtrlC
+from gpunet.runs.train import StopSignals
 from helpers import cli
 
 
@@ -100,7 +100,7 @@ def test_resume_without_a_checkpoint_is_a_clean_error(tmp_path):
 
 
 def test_first_ctrl_c_asks_to_stop_and_second_aborts():
-    with CtrlC() as ctrl_c:
+    with StopSignals() as ctrl_c:
         assert not ctrl_c.requested
         signal.raise_signal(signal.SIGINT)
         assert ctrl_c.requested

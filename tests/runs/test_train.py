@@ -90,3 +90,14 @@ def test_divergence_keeps_the_last_good_model_and_checkpoint(tmp_path, monkeypat
     assert header["epochs"] == 1 and all(np.isfinite(v).all() for v in net.state_dict().values())
     assert load_checkpoint(out / "checkpoint.npz").meta["epoch"] == 1
     assert json.loads((out / "metrics.json").read_text())["status"] == "diverged"
+
+
+def test_the_loop_runs_silently(tmp_path, mnist, capfd):
+    """Without a reporter (a worker with no terminal) a run writes nothing to stdout or stderr, and still writes
+    its run directory."""
+    cfg = load_config(overrides={"limit": 300, "epochs": 2, "batch_size": 10})
+    capfd.readouterr()
+    metrics = train(cfg, get_backend("cpu"), *mnist, tmp_path)
+    assert capfd.readouterr() == ("", "")
+    assert metrics["status"] == "completed" and len(metrics["history"]) == 2
+    assert {"metrics.json", "model.npz", "checkpoint.npz"} <= {p.name for p in tmp_path.iterdir()}
