@@ -38,6 +38,7 @@ from gpunet.data.load import load_dataset
 from gpunet.data.datasets import Split, class_names
 from gpunet.errors import GpunetError
 from gpunet.files import atomic_write, make_dir, write_json
+from gpunet.install import pip_extra
 from gpunet.runs.train import train
 
 FINISHED = ("completed", "diverged")  # a point whose metrics.json says so is not run again
@@ -141,7 +142,7 @@ def point_pool(workers: int, scheduler: str | None) -> Iterator[tuple[Executor, 
     try:
         from distributed import Client, KilledWorker
     except ImportError:
-        raise GpunetError("--scheduler needs Dask's distributed: pip install 'gpunet[dask]'") from None
+        raise GpunetError(f"--scheduler needs Dask's distributed: {pip_extra('dask')}") from None
     try:
         client = Client(scheduler, set_as_default=False)
     except (OSError, ValueError, TypeError) as e:

@@ -17,6 +17,7 @@ import pytest
 
 import gpunet
 from gpunet.errors import GpunetError
+from gpunet.install import pip_extra
 from gpunet.runs import sweep as sweep_module
 from gpunet.runs.store import load_model
 from gpunet.core.backend import get_backend
@@ -182,4 +183,4 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path):
 def test_scheduler_without_distributed_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails as if it were not installed
     result = cli("sweep", "--lr", "0.1,0.2", "--out", tmp_path / "s", "--scheduler", "tcp://127.0.0.1:9")
-    assert_clean_error(result, "--scheduler needs Dask's distributed: pip install 'gpunet[dask]'")
+    assert_clean_error(result, f"--scheduler needs Dask's distributed: {pip_extra('dask')}")
