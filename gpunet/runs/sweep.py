@@ -25,7 +25,7 @@ import shutil
 import socket
 import statistics
 import tempfile
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import CancelledError, Executor, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -84,9 +84,9 @@ def finished_metrics(run_dir: Path, cfg: Config, dataset: str) -> dict[str, Any]
     return metrics
 
 
-def failure(e: Exception) -> dict[str, Any]:
-    """A point that could not run: its error and the machine it ran on."""
-    return {"error": str(e), "host": socket.gethostname()}
+def failure(error: Exception | str) -> dict[str, Any]:
+    """A point that could not run: its error and the machine that says so."""
+    return {"error": str(error), "host": socket.gethostname()}
 
 
 def train_point(cfg: Config, backend: Backend, train_split: Split, dataset: str) -> dict[str, Any]:
@@ -133,8 +133,8 @@ def _work(values: dict[str, Any], device: str, dataset: str, data_dir: str | Non
 
 @contextlib.contextmanager
 def point_pool(workers: int, scheduler: str | None) -> Iterator[tuple[Executor, tuple[type[BaseException], ...]]]:
-    """An executor for the points, with the exceptions meaning that the worker running a point died: `workers`
-    spawned local processes, or the executor of a Dask client connected to `scheduler`."""
+    """An executor for the points, with the exceptions that mean a point was lost with its worker (or with the
+    scheduler): `workers` spawned local processes, or the executor of a Dask client connected to `scheduler`."""
     if scheduler is None:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
             yield pool, (BrokenProcessPool,)
@@ -149,7 +149,7 @@ def point_pool(workers: int, scheduler: str | None) -> Iterator[tuple[Executor, 
         raise GpunetError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({e}); start one "
                           "with `dask scheduler` and give the address it prints (tcp://HOST:PORT)") from None
     with client, client.get_executor(pure=False) as pool:  # pure=False: a point is a new task each time it is sent
-        yield pool, (KilledWorker,)
+        yield pool, (KilledWorker, CancelledError)  # a point that killed its workers; the scheduler gone
 
 
 def groups(points: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
@@ -288,8 +288,8 @@ def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path
                     try:
                         result = future.result()
                     except lost as e:
-                        result = {"error": f"the worker running it died ({type(e).__name__}: killed, or out of "
-                                  "memory?)", "host": socket.gethostname()}
+                        result = failure(f"the worker running it, or the cluster, went away ({type(e).__name__}): "
+                                         "killed, or out of memory?")
                     record(i, result)
             except KeyboardInterrupt:
                 status = "interrupted"
