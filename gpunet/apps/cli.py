@@ -170,17 +170,26 @@ def sweep(
     device: Device = typer.Option(Device("cpu"), help="cpu, cuda, or auto."),
     dataset: DatasetName = typer.Option(DatasetName("mnist"), help="The dataset."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
+    scheduler: Optional[str] = typer.Option(None, help="Run the points on the Dask cluster whose scheduler is at "
+                                            "this address (tcp://HOST:PORT; pip install 'gpunet[dask]'). Its "
+                                            "workers find the dataset on their own machines (--data-dir is a "
+                                            "folder there); the results come back here."),
 ) -> None:
     """Train a grid of configs (every combination of the comma-separated values given, e.g. --lr 0.05,0.1
     --seed 0,1,2) and rank them on the validation split; the test set is never evaluated. Prints the best."""
     from gpunet.runs.sweep import run_sweep, sweep_report
 
-    result = run_sweep(config, overrides, out, workers, device.value, dataset.value, data_dir, say=typer.echo)
+    result = run_sweep(config, overrides, out, workers, device.value, dataset.value, data_dir, scheduler,
+                       say=typer.echo)
     for line in sweep_report(result):
         typer.echo(line)
     if result["status"] == "interrupted":
         typer.echo("interrupted; finished points are kept: run the same command again to continue", err=True)
         raise typer.Exit(130)
+    if result["failed"]:
+        raise GpunetError(f"{len(result['failed'])} points could not run ({', '.join(result['failed'])}; their "
+                          "errors are above); fix that and run the same command again to run them (finished "
+                          "points are kept)")
 
 
 @app.command()

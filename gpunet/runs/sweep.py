@@ -6,11 +6,15 @@ no model of a sweep is ever evaluated on it). A point whose directory holds a fi
 or diverged) is skipped, so running the same command again continues a stopped sweep. The folder gets
 sweep.json (the points: config, validation accuracy and loss, best epoch, training seconds, run directory),
 sweep.csv (the same as a table) and sweep.png (validation accuracy against each swept key, the seeds' spread
-shown). Points run one after another, or in `workers` spawned processes.
+shown). Points run one after another, in `workers` spawned processes, or on a Dask cluster (`scheduler`, the
+gpunet[dask] extra) through its client's concurrent.futures executor. However it runs, a point trains in a scratch
+folder and comes back as its metrics and files, which this process writes into the point's run directory, so
+Dask workers need no disk shared with it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import io
@@ -18,10 +22,13 @@ import itertools
 import json
 import multiprocessing
 import shutil
+import socket
 import statistics
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import tempfile
+from concurrent.futures import CancelledError, Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from rich.console import Console
 
@@ -31,6 +38,7 @@ from gpunet.data.load import load_dataset
 from gpunet.data.datasets import Split, class_names
 from gpunet.errors import GpunetError
 from gpunet.files import atomic_write, make_dir, write_json
+from gpunet.install import pip_extra
 from gpunet.runs.train import train
 
 FINISHED = ("completed", "diverged")  # a point whose metrics.json says so is not run again
@@ -76,18 +84,35 @@ def finished_metrics(run_dir: Path, cfg: Config, dataset: str) -> dict[str, Any]
     return metrics
 
 
-def run_point(cfg: Config, run_dir: Path, backend: Backend, train_split: Split, dataset: str) -> dict[str, Any]:
-    """Train one point into `run_dir` (what an unfinished earlier attempt left there is removed first), without a
-    test set; a diverged point returns its metrics (status "diverged", with the error) instead of raising."""
+def failure(error: Exception | str) -> dict[str, Any]:
+    """A point that could not run: its error and the machine that says so."""
+    return {"error": str(error), "host": socket.gethostname()}
+
+
+def train_point(cfg: Config, backend: Backend, train_split: Split, dataset: str) -> dict[str, Any]:
+    """Train one point in a scratch folder, without a test set: {"metrics", "files" (file name -> bytes: metrics.json,
+    model.npz, checkpoint.npz)}. A diverged point is a result too (status "diverged", its error in the metrics);
+    one that cannot train is `failure`."""
+    with tempfile.TemporaryDirectory(prefix="gpunet-point-") as scratch:
+        run_dir = Path(scratch)
+        try:
+            metrics = train(cfg, backend, train_split, None, run_dir, dataset=dataset, classes=class_names(dataset))
+        except GpunetError as e:
+            diverged = finished_metrics(run_dir, cfg, dataset)
+            if diverged is None or diverged["status"] != "diverged":
+                return failure(e)
+            metrics = {**diverged, "error": str(e)}
+        return {"metrics": metrics, "files": {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}}
+
+
+def store_point(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Write a point's files into `run_dir` (what an earlier attempt left there is removed first), each atomically
+    and metrics.json last: a point stopped while being written is not finished, and runs again."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    try:
-        return train(cfg, backend, train_split, None, run_dir, dataset=dataset, classes=class_names(dataset))
-    except GpunetError as e:
-        metrics = finished_metrics(run_dir, cfg, dataset)
-        if metrics is None or metrics["status"] != "diverged":
-            raise
-        return {**metrics, "error": str(e)}
+    make_dir(run_dir, "point's run directory")
+    for name in sorted(files, key=lambda n: n == "metrics.json"):
+        atomic_write(run_dir / Path(name).name, lambda f: f.write(files[name]))
 
 
 @functools.cache
@@ -96,10 +121,35 @@ def _worker_split(dataset: str, data_dir: str | None) -> Split:
     return load_dataset(dataset, Path(data_dir) if data_dir else None, Console(file=io.StringIO()))[0]
 
 
-def _work(values: dict[str, Any], run_dir: str, device: str, dataset: str, data_dir: str | None) -> dict[str, Any]:
-    """One point in a worker process."""
+def _work(values: dict[str, Any], device: str, dataset: str, data_dir: str | None) -> dict[str, Any]:
+    """One point in a worker (a local process or a Dask worker): the data found on its machine, its device."""
     cfg = Config(**values)
-    return run_point(cfg, Path(run_dir), get_backend(device, cfg.dtype), _worker_split(dataset, data_dir), dataset)
+    try:
+        backend, train_split = get_backend(device, cfg.dtype), _worker_split(dataset, data_dir)
+    except GpunetError as e:
+        return failure(e)
+    return train_point(cfg, backend, train_split, dataset)
+
+
+@contextlib.contextmanager
+def point_pool(workers: int, scheduler: str | None) -> Iterator[tuple[Executor, tuple[type[BaseException], ...]]]:
+    """An executor for the points, with the exceptions that mean a point was lost with its worker (or with the
+    scheduler): `workers` spawned local processes, or the executor of a Dask client connected to `scheduler`."""
+    if scheduler is None:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield pool, (BrokenProcessPool,)
+        return
+    try:
+        from distributed import Client, KilledWorker
+    except ImportError:
+        raise GpunetError(f"--scheduler needs Dask's distributed: {pip_extra('dask')}") from None
+    try:
+        client = Client(scheduler, set_as_default=False)
+    except (OSError, ValueError, TypeError) as e:
+        raise GpunetError(f"--scheduler {scheduler}: cannot connect to a Dask scheduler there ({e}); start one "
+                          "with `dask scheduler` and give the address it prints (tcp://HOST:PORT)") from None
+    with client, client.get_executor(pure=False) as pool:  # pure=False: a point is a new task each time it is sent
+        yield pool, (KilledWorker, CancelledError)  # a point that killed its workers; the scheduler gone
 
 
 def groups(points: list[dict[str, Any]], keys: list[str]) -> list[dict[str, Any]]:
@@ -169,62 +219,87 @@ def write_results(points: list[dict[str, Any]], keys: list[str], out: Path, plot
 
 
 def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path, workers: int = 1, device: str = "cpu",
-              dataset: str = "mnist", data_dir: Path | None = None,
+              dataset: str = "mnist", data_dir: Path | None = None, scheduler: str | None = None,
               say: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every point of the grid `values` (config key -> its values; one value fixes a key) on top of
-    `config` into `out`, skipping finished points; write sweep.json, sweep.csv and sweep.png. Returns
-    {"points", "keys" (the swept keys), "fixed" (the keys given one value), "status" ("completed" or
-    "interrupted")}."""
+    `config` into `out`, skipping finished points; write sweep.json, sweep.csv and sweep.png. The points run here,
+    in `workers` local processes, or on the Dask cluster whose scheduler is at `scheduler` (tcp://HOST:PORT; its
+    workers find the data on their own machines, `data_dir` naming a folder there). Returns {"points", "keys" (the
+    swept keys), "fixed" (the keys given one value), "status" ("completed" or "interrupted"), "failed" (the name
+    of each point that could not run -> its error)}."""
     if workers < 1:
         raise GpunetError(f"--workers {workers}: give 1 or more processes")
+    if scheduler is not None and workers > 1:
+        raise GpunetError(f"--workers {workers} with --scheduler: give one of them (--workers runs local "
+                          "processes; with --scheduler the cluster's workers run the points)")
     grid = expand_grid(values)
     keys = [k for k in grid[0] if len(values[k]) > 1]  # the swept keys (a key given one value is fixed)
     cfgs = [load_config(config, point) for point in grid]  # every point checked before any work
     if any(cfg.val_size == 0 for cfg in cfgs):
         raise GpunetError("val_size = 0: a sweep compares its points on the validation split; give --val-size N")
-    backends = {dt: get_backend(device, dt) for dt in dict.fromkeys(cfg.dtype for cfg in cfgs)}  # one per dtype
+    # One backend per dtype, made here (--device cuda refused before any work) unless a cluster's workers run
+    # the points: then each worker checks its own device.
+    backends = {} if scheduler else {dt: get_backend(device, dt) for dt in dict.fromkeys(cfg.dtype for cfg in cfgs)}
     make_dir(out, "sweep's folder")
     dirs = [out / point_name(point) for point in grid]
     done = {i: finished_metrics(d, cfg, dataset) for i, (d, cfg) in enumerate(zip(dirs, cfgs))}
     todo = [i for i, m in done.items() if m is None]
+    where = (f" on the Dask cluster at {scheduler}" if scheduler else
+             f" in {workers} processes" if workers > 1 else "")
     say(f"sweep of {len(grid)} points into {out}/: {len(grid) - len(todo)} finished already, {len(todo)} to run"
-        + (f" in {workers} processes" if workers > 1 and todo else ""))
+        + (where if todo else ""))
     results = {i: summary(grid[i], dirs[i], m) for i, m in done.items() if m is not None}
+    failed: dict[str, str] = {}
     status = "completed"
 
-    def record(i: int, metrics: dict[str, Any]) -> None:
+    def record(i: int, result: dict[str, Any]) -> None:
+        """Write a point's result (or say why it has none) and the sweep's results so far."""
         nonlocal status
-        if metrics["status"] == "interrupted":
+        name = point_name(grid[i])
+        if "error" in result:
+            failed[name] = result["error"]
+            host = "" if result["host"] == socket.gethostname() else f" on {result['host']}"
+            say(f"[failed] {name}: error{host}: {result['error']}")
+            return
+        if result["metrics"]["status"] == "interrupted":
             status = "interrupted"
             return
-        results[i] = summary(grid[i], dirs[i], metrics)
+        store_point(dirs[i], result["files"])
+        results[i] = summary(grid[i], dirs[i], result["metrics"])
         p = results[i]
         line = ("diverged" if p["val_accuracy"] is None else
                 f"val {100 * p['val_accuracy']:.2f}% (epoch {p['best_epoch']}), {p['train_seconds']:.1f} s")
-        say(f"[{len(results)}/{len(grid)}] {point_name(grid[i])}: {line}")
+        say(f"[{len(results)}/{len(grid)}] {name}: {line}")
         write_results([results[j] for j in sorted(results)], keys, out, plot=False)
 
-    if todo and workers == 1:
+    if todo and workers == 1 and scheduler is None:
         train_split = load_dataset(dataset, data_dir)[0]  # the test split is dropped here, never used
         for i in todo:
-            record(i, run_point(cfgs[i], dirs[i], backends[cfgs[i].dtype], train_split, dataset))
+            record(i, train_point(cfgs[i], backends[cfgs[i].dtype], train_split, dataset))
             if status == "interrupted":
                 break
     elif todo:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context) as pool:
-            futures = {pool.submit(_work, cfgs[i].as_dict(), str(dirs[i]), device, dataset,
+        with point_pool(min(workers, len(todo)), scheduler) as (pool, lost):
+            futures = {pool.submit(_work, cfgs[i].as_dict(), device, dataset,
                                    None if data_dir is None else str(data_dir)): i for i in todo}
             try:
                 for future in as_completed(futures):
-                    record(futures[future], future.result())
+                    i = futures.pop(future)  # dropped once read: a Dask worker then frees the point's result
+                    try:
+                        result = future.result()
+                    except lost as e:
+                        result = failure(f"the worker running it, or the cluster, went away ({type(e).__name__}): "
+                                         "killed, or out of memory?")
+                    record(i, result)
             except KeyboardInterrupt:
-                pool.shutdown(cancel_futures=True)
                 status = "interrupted"
+            finally:
+                for future in futures:  # the points not started yet, after Ctrl-C or an error here
+                    future.cancel()
     points = [results[i] for i in sorted(results)]
     write_results(points, keys, out, plot=True)
     return {"points": points, "keys": keys, "fixed": {k: v for k, v in grid[0].items() if k not in keys},
-            "status": status}
+            "status": status, "failed": failed}
 
 
 def sweep_report(result: dict[str, Any], top: int = 10) -> list[str]:
