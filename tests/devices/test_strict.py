@@ -255,6 +255,16 @@ def test_check_on_the_cpu_passes_and_prints_every_row():
         assert fragment in result.stdout
 
 
+def test_check_speed_line_on_the_threads_asked():
+    result = cli("check", "--device", "cpu", "--seconds", 0.05, "--samples", 512, "--threads", 1, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["speed"]["threads"] == {"batch_128": "1", "full_batch": "1"}
+    auto = cli("check", "--device", "cpu", "--seconds", 0.05, "--samples", 512)
+    assert "BLAS threads auto: " in auto.stdout
+    bad = cli("check", "--device", "cpu", "--threads", "all")
+    assert bad.exit_code == 2 and bad.stderr.strip().startswith("error: --threads 'all'")
+
+
 def test_check_cuda_without_a_gpu_is_one_clean_line(monkeypatch):
     from gpunet.errors import GpunetError
 
