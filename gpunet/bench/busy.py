@@ -57,6 +57,12 @@ def loads(busy: int) -> list[str]:
     return ["quiet", "busy"] if busy else ["quiet"]
 
 
+def by_load(keys: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Task keys (..., load) quiet ones first: taking turns in this order, the loops start and stop at most
+    twice a round."""
+    return sorted(keys, key=lambda key: key[-1] != "quiet")
+
+
 def settings(backend: Backend, best: bool) -> list[int | None]:
     """The thread settings to time each contender at: None (its defaults), then with `best`, on the CPU, each
     count `auto` chooses among (1 and the cores)."""

@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from gpunet.core.backend import get_backend
-from gpunet.bench.busy import Busy, at_threads, default_threads, loads, settings
+from gpunet.bench.busy import Busy, at_threads, by_load, default_threads, loads, settings
 from gpunet.bench.contenders import Gpunet, Plain, gemm_flops, load_data
 from gpunet.bench.report import check_json_out, machine, print_report, usable_contenders, wide, write_json_report
 from gpunet.bench.timing import gemm_floor, peak_memory, take_turns
@@ -112,7 +112,8 @@ def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: i
                    if key[2] == "quiet" or key[:2] == ("gpunet", None)}
         runner = {key: runners.get(key) or runners[key[0], key[1], "quiet"] for key in keys}
         with Busy(busy) as hogs:
-            times, stats = take_turns({key: at_threads(key[0], key[1], backend, runner[key].epoch) for key in keys},
+            times, stats = take_turns({key: at_threads(key[0], key[1], backend, runner[key].epoch)
+                                       for key in by_load(keys)},
                                       epochs, warmup=1 if math.ceil(data.m / B) >= 3 else 3, before=hogs.before)
         labels = {key: str(key[1]) if key[1] is not None else threads_label(runner[key].blas.report)
                   if key[0] == "gpunet" else default_threads(key[0]) for key in keys}
@@ -121,7 +122,8 @@ def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: i
         mem = {n: peak_memory(n, backend.name, batch, limit, graph) for n in names} if memory else {}
         flops = gemm_flops(data.m, sizes)
         rows = []
-        for (n, c, load), t in times.items():
+        for n, c, load in keys:
+            t = times[n, c, load]
             sec = statistics.median(t)
             measured = memory and c is None and load == "quiet"
             rows.append({

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from gpunet.core.backend import Backend, get_backend
 from gpunet.bench.report import check_json_out, machine, print_whole, usable_contenders, wide, write_json_report
-from gpunet.bench.busy import Busy, at_threads, default_threads, loads, settings
+from gpunet.bench.busy import Busy, at_threads, by_load, default_threads, loads, settings
 from gpunet.bench.run import compare, parse_contenders
 from gpunet.bench.timing import take_turns
 from gpunet.core.threads import parse_threads, threads_label
@@ -82,9 +82,10 @@ def run_whole(device: str = "cpu", config: str | Path | None = None, epochs: int
         return at_threads(n, c, backend, lambda i: {**runs[n](cfg, backend, train_split, test_split),
                                                      "threads": str(c) if c else default_threads(n)})
 
+    keys = [(n, c, load) for n in names for c in counts for load in loads(busy)]
     with Busy(busy) as hogs:
-        times, results = take_turns({(n, c, load): task(n, c) for n in names for c in counts for load in loads(busy)},
-                                    repeats, warmup=1, before=hogs.before)
+        times, results = take_turns({key: task(*key[:2]) for key in by_load(keys)}, repeats, warmup=1,
+                                    before=hogs.before)
     report: dict[str, Any] = {
         "mode": "whole-run", "machine": machine(backend, torch_threads), "device": backend.name,
         "config_path": str(config or "default"), "config": cfg.as_dict(),
@@ -92,7 +93,8 @@ def run_whole(device: str = "cpu", config: str | Path | None = None, epochs: int
         "test_samples": len(test_split.labels), "busy": busy, "threads": threads,
         "repeats": repeats, "included": WHOLE_RUN_INCLUDES, "skipped": skipped, "results": [],
     }
-    for (n, c, load), t in times.items():
+    for n, c, load in keys:
+        t = times[n, c, load]
         report["results"].append({
             "contender": n, "setting": c, "load": load, "threads": results[n, c, load][-1]["threads"],
             "wall_seconds": statistics.median(t), "run_seconds": t,

@@ -7,10 +7,11 @@ as long as on one thread. `blas_threads` decides:
 - a count asked for (`--threads N`, `n_threads=N`) is used for every step;
 - `auto`: one thread when a step's products are small (under SMALL_FLOPS: threads gain nothing there) or the
   pool has one; else the faster count as measured on the run's own steps (`Measured`): blocks of steps at each
-  candidate count in turn (N, 1, 1, N; a count already over CLEAR times slower gets no more), the fewer threads unless more are faster by over MARGIN; the choice then
-  runs until the next probe, after FACTOR times the probe's time at first, an interval that doubles while the
-  choice stands (up to MAX_INTERVAL seconds of steps) and starts again when it changes, or at once when the
-  chosen count's steps become over TRIP slower than the probe measured (a load arrived). So probing costs a few
+  candidate count in turn (N, 1, 1, N; a count already over CLEAR times slower gets no more), the fewer threads
+  unless more are faster by over MARGIN; the choice then runs until the next probe, after FACTOR times the
+  probe's time at first, an interval that doubles while the choice stands (up to MAX_INTERVAL seconds of steps)
+  and starts again when it changes, or at once when the chosen count's steps become over TRIP slower than the
+  probe measured (a load arrived). So probing costs a few
   percent of a run at most, a machine that becomes busy is noticed within a fraction of a second, and one that
   becomes quiet again within MAX_INTERVAL.
 The counts hold only inside `BlasThreads` (a context around training and its evaluations): on leaving it every
@@ -47,7 +48,7 @@ TRIP_BLOCKS = 4
 Clock = Callable[[], float]
 
 
-def parse_threads(value: int | str, name: str = "--threads") -> int | str:
+def parse_threads(value: int | str) -> int | str:
     """'auto' or a count of 1 or more (an int, or its digits); GpunetError for anything else."""
     if value == "auto":
         return "auto"
@@ -55,7 +56,7 @@ def parse_threads(value: int | str, name: str = "--threads") -> int | str:
         return value
     if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
         return int(value)
-    raise GpunetError(f"{name} {value!r}: give a number of threads (1 or more) or auto")
+    raise GpunetError(f"--threads {value!r}: give a number of threads (1 or more) or auto")
 
 
 def cores() -> int:
@@ -107,9 +108,10 @@ class Measured:
     The first `warmup` steps (allocating the step's arrays) run at the largest count, untimed. A probe runs
     `rounds` blocks of steps at each candidate (each block at least `block_seconds` of steps), in the order
     chosen, others, others reversed, chosen (the largest count first; a count over `clear` times slower per step
-    than the best so far gets no more blocks), then picks the count with the least time per step, the fewest threads among those within `margin` of it. The pick runs for `interval` seconds of steps
-    (only the steps' own time counts), then the next probe starts; or sooner, when the pick's steps over
-    `trip_blocks` blocks' time take over `trip` more than the probe measured."""
+    than the best so far gets no more blocks), then picks the count with the least time per step, the fewest
+    threads among those within `margin` of it. The pick runs for `interval` seconds of steps (only the steps' own
+    time counts), then the next probe starts; or sooner, when the pick's steps over `trip_blocks` blocks' time
+    take over `trip` more than the probe measured."""
 
     def __init__(self, counts: Sequence[int], block_seconds: float = BLOCK_SECONDS, rounds: int = ROUNDS,
                  margin: float = MARGIN, factor: float = FACTOR, max_interval: float = MAX_INTERVAL,

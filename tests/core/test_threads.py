@@ -163,7 +163,8 @@ def test_measured_scope_applies_the_chosen_count_to_the_pool():
                 now[0] += BUSY[pool.num_threads]
         assert pool.num_threads == 1
     assert scope.report["probes"][0]["threads"] == 1 and scope.report["threads"] == 1
-    assert scope.report["steps_at"]["2"] > 0 and threads_label(scope.report).startswith("auto: 1 (") and threads_label(scope.report).endswith("% at 2)")
+    label = threads_label(scope.report)
+    assert scope.report["steps_at"]["2"] > 0 and label.startswith("auto: 1 (") and label.endswith("% at 2)")
 
 
 def test_policy(monkeypatch):

@@ -65,6 +65,16 @@ def test_train_writes_metrics_and_model(trained):
     assert metrics["device"].startswith("cpu") and 0 < metrics["test_accuracy"] <= 1
     assert (out / "model.npz").stat().st_size > 100_000
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    # The BLAS threads chosen (auto by default), in metrics.json and at the end of the summary line.
+    threads = metrics["threads"]
+    assert threads["asked"] == "auto" and sum(threads["steps_at"].values()) == 3 * metrics["steps_per_epoch"]
+    assert str(threads["threads"]) in threads["steps_at"] and "BLAS threads auto: " in result.stdout
+
+
+def test_bad_threads_is_one_clean_line_before_anything_is_made(tmp_path):
+    assert_clean_error(cli("train", "--device", "cpu", "--threads", "some", "--out", tmp_path / "r"),
+                       "--threads 'some': give a number of threads (1 or more) or auto")
+    assert not (tmp_path / "r").exists()
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
