@@ -184,6 +184,7 @@ def test_bad_parameters_fail_at_fit(params, fragment):
         clf.fit(np.eye(4), [0, 1, 0, 1])
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_n_threads_chooses_the_blas_threads_of_fit(digits, monkeypatch):
     """n_threads goes to gpunet.core.threads.blas_threads with the fit's batch and sizes; threads_ reports it."""
     from gpunet.sklearn import estimator
