@@ -139,12 +139,19 @@ def history(run_dir):
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
-    """One epoch on 1,000 digits, resumed for a second one, on the CPU."""
+    """One epoch on 1,000 digits, resumed for a second one, on the CPU, on as many BLAS threads as NumPy's pool
+    has: the strict device's NumPy runs on those (a GPU leaves the pool as set), and OpenBLAS's sums depend on
+    the count."""
+    from threadpoolctl import ThreadpoolController
+
+    from gpunet.core.threads import numpy_pools
+
+    threads = numpy_pools(ThreadpoolController().select(user_api="blas"))[0][0].num_threads
     out = tmp_path_factory.mktemp("cpu") / "run"
     result = cli("train", "--device", "cpu", "--epochs", 1, "--limit", 1000, "--batch-size", 100, "--no-plots",
-                 "--out", out)
+                 "--out", out, "--threads", threads)
     assert result.exit_code == 0, result.output
-    result = cli("train", "--device", "cpu", "--resume", out, "--epochs", 2, "--no-plots")
+    result = cli("train", "--device", "cpu", "--resume", out, "--epochs", 2, "--no-plots", "--threads", threads)
     assert result.exit_code == 0, result.output
     return out
 
