@@ -21,6 +21,7 @@ in the process (SciPy's wheel brings a second OpenBLAS) one thread, so only one 
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
 from collections import Counter
@@ -49,11 +50,11 @@ Clock = Callable[[], float]
 
 
 def parse_threads(value: int | str) -> int | str:
-    """'auto' or a count of 1 or more (an int, or its digits); GpunetError for anything else."""
-    if value == "auto":
+    """'auto' or a count of 1 or more (an integer, NumPy's too, or its digits); GpunetError for anything else."""
+    if isinstance(value, str) and value == "auto":
         return "auto"
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
-        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
+        return int(value)
     if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
         return int(value)
     raise GpunetError(f"--threads {value!r}: give a number of threads (1 or more) or auto")

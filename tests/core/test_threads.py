@@ -32,7 +32,7 @@ def numpy_threads():
     return threads.numpy_pools(ThreadpoolController().select(user_api="blas"))[0][0].num_threads
 
 
-@pytest.mark.parametrize("value, want", [("auto", "auto"), ("1", 1), ("4", 4), (2, 2), (" 3 ", 3)])
+@pytest.mark.parametrize("value, want", [("auto", "auto"), ("1", 1), ("4", 4), (2, 2), (" 3 ", 3), (np.int64(2), 2)])
 def test_parse_threads(value, want):
     assert parse_threads(value) == want
 
