@@ -7,7 +7,8 @@
 - 20 training steps (momentum, cosine learning rate, batches of 64 with a short last one) on the device in
   float32 against the same steps on the CPU in float64;
 - where the device records graphs (cuda): the same steps (Adam) replayed as a CUDA graph against eager ones;
-- a speed line: samples/s of the 784-128-10 training step at batch 128 and full batch, about a second each.
+- a speed line: samples/s of the 784-128-10 training step at batch 128 and full batch, about a second each,
+  on the BLAS threads asked for (`auto`: chosen as `gpunet train` chooses them, before the clock starts).
 All data is synthetic, drawn on the host from a seeded generator, so the check needs no dataset.
 Relative differences are max|a - b| / max|b| over a parameter (b the reference).
 """
@@ -26,6 +27,7 @@ from gpunet.core.backend import Backend, get_backend
 from gpunet.core.model import MLP, one_hot
 from gpunet.core.optim import learning_rate, make_optimizer
 from gpunet.core.step import TrainStep
+from gpunet.core.threads import blas_threads, threads_label
 from gpunet.version import __version__
 
 GRAD_SIZES, GRAD_SAMPLES, GRAD_H = (64, 16, 10), 8, 1e-6
@@ -146,28 +148,41 @@ def step_rows(backend: Backend, cpu64: Backend) -> list[Row]:
     return rows
 
 
-def speed(backend: Backend, samples: int = 60_000, seconds: float = 2.0) -> dict[str, Any]:
-    """Samples/s of the training step (momentum) at batch 128 and full batch, each timed for about seconds/2."""
+def speed(backend: Backend, samples: int = 60_000, seconds: float = 2.0, threads: int | str = "auto") -> dict[str, Any]:
+    """Samples/s of the training step (momentum) at batch 128 and full batch, each timed for about seconds/2 on
+    `threads` BLAS threads; `auto` settles its first choice in untimed steps (a few seconds at most) first."""
     X, y = synthetic(samples, SPEED_SIZES[0], seed=3)
     data = on_device(backend, X, y)
-    result: dict[str, Any] = {"samples": samples, "sizes": list(SPEED_SIZES), "dtype": str(backend.dtype)}
+    result: dict[str, Any] = {"samples": samples, "sizes": list(SPEED_SIZES), "dtype": str(backend.dtype),
+                              "threads": {}}
     for label, B in (("batch_128", min(128, samples)), ("full_batch", samples)):
         net = MLP(backend, SPEED_SIZES, seed=0)
         step = TrainStep(net, make_optimizer("momentum", backend, net.params), *data)
         perm = backend.permutation(samples, (0, 0))
         batches = [perm[s:s + B] for s in range(0, samples - B + 1, B)] if B < samples else [None]
-        step(batches[0], 0.01)  # warm-up: allocates the step's arrays
-        backend.synchronize()
-        done, t0 = 0, time.perf_counter()
-        while True:
-            for _ in range(10 if B < samples else 1):
-                step(batches[done % len(batches)], 0.01)
+        blas = blas_threads(threads, backend, B, SPEED_SIZES)
+        done = 0
+        with blas:
+            settle = time.perf_counter() + max(seconds, 3.0)
+            while True:  # warm-up: allocates the step's arrays and, for auto, measures until its first choice
+                with blas.step():
+                    step(batches[done % len(batches)], 0.01)
                 done += 1
+                if blas.chooser.settled or time.perf_counter() > settle:
+                    break
             backend.synchronize()
-            elapsed = time.perf_counter() - t0
-            if elapsed >= seconds / 2:
-                break
+            done, t0 = 0, time.perf_counter()
+            while True:
+                for _ in range(10 if B < samples else 1):
+                    with blas.step():
+                        step(batches[done % len(batches)], 0.01)
+                    done += 1
+                backend.synchronize()
+                elapsed = time.perf_counter() - t0
+                if elapsed >= seconds / 2:
+                    break
         result[label] = done * B / elapsed
+        result["threads"][label] = threads_label(blas.report)
     return result
 
 
@@ -179,7 +194,8 @@ def environment(backend: Backend) -> dict[str, Any]:
     return {k: v for k, v in env.items() if v not in ({}, None)}
 
 
-def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0) -> dict[str, Any]:
+def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0,
+              threads: int | str = "auto") -> dict[str, Any]:
     """Every check on `device`: {"device", "description", "environment", "checks": [rows], "graph", "speed",
     "passed"}; "graph" says whether the device records CUDA graphs (and so whether replay was checked)."""
     backend = get_backend(device, "float32")
@@ -188,7 +204,7 @@ def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0)
         rows = gradient_rows(device, backend, cpu64) + step_rows(backend, cpu64)
     return {"device": backend.name, "description": backend.describe(), "environment": environment(backend),
             "checks": [asdict(r) for r in rows], "graph": backend.can_capture,
-            "speed": speed(backend, samples, seconds), "passed": all(r.passed for r in rows)}
+            "speed": speed(backend, samples, seconds, threads), "passed": all(r.passed for r in rows)}
 
 
 def report_lines(report: dict[str, Any]) -> list[str]:
@@ -207,7 +223,8 @@ def report_lines(report: dict[str, Any]) -> list[str]:
         lines.append(f"  (CUDA-graph replay: not checked, {report['device']} records no graphs)")
     s = report["speed"]
     lines += ["", f"speed: {s['batch_128']:,.0f} samples/s at batch 128, {s['full_batch']:,.0f} samples/s full batch "
-                  f"({s['samples']:,} samples, {'-'.join(map(str, s['sizes']))}, {s['dtype']}, momentum)", ""]
+                  f"({s['samples']:,} samples, {'-'.join(map(str, s['sizes']))}, {s['dtype']}, momentum; BLAS threads "
+                  f"{s['threads']['batch_128']} at batch 128, {s['threads']['full_batch']} full batch)", ""]
     failed = [r for r in rows if not r["passed"]]
     lines.append(f"all {len(rows)} checks passed" if not failed else f"{len(failed)} of {len(rows)} checks FAILED")
     return lines

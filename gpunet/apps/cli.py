@@ -33,6 +33,8 @@ def choice(name: str, values: Any) -> type[Enum]:
 
 Device = choice("Device", DEVICES)  # the constants in gpunet/core/backend.py
 DatasetName = choice("DatasetName", DATASETS)  # the registry in gpunet/data/datasets.py
+THREADS_HELP = ("BLAS threads of the training steps: a count, or auto (one thread for small products, else the "
+                "faster count as measured on the run's own steps, checked again now and then).")
 
 
 def stderr_console() -> Console:
@@ -119,15 +121,18 @@ def train(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the run's PNG plots at the end."),
     dataset: Optional[DatasetName] = typer.Option(None, help="The dataset; mnist unless given (or the resumed run's)."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
+    threads: str = typer.Option("auto", help=THREADS_HELP),
 ) -> None:
     """Train on MNIST (or --dataset fashion-mnist) and save metrics.json, model.npz and checkpoint.npz in a run
     directory. A dataset not found on this machine is downloaded first (see `gpunet data`)."""
     from gpunet.core.backend import get_backend
     from gpunet.data.load import load_dataset
+    from gpunet.core.threads import parse_threads
     from gpunet.runs.report import ConsoleReporter, summary
     from gpunet.runs.train import plan_run, run_plan
 
     console = stderr_console()
+    threads_asked = parse_threads(threads)
     plan = plan_run(config, overrides, out, resume, dataset.value if dataset is not None else None)
     for note in plan.notes:
         console.print(note)
@@ -135,7 +140,7 @@ def train(
     if device.value == "auto":
         console.print(f"--device auto chose {backend.name}")
     train_split, test_split = load_dataset(plan.dataset, data_dir, console)
-    metrics = run_plan(plan, backend, train_split, test_split, ConsoleReporter(console))
+    metrics = run_plan(plan, backend, train_split, test_split, ConsoleReporter(console), threads_asked)
     if metrics["status"] == "interrupted":
         typer.echo(summary(metrics, plan.run_dir, backend.name), err=True)
         raise typer.Exit(143 if metrics["signal"] == "SIGTERM" else 130)  # 128 + the signal's number, as shells do
@@ -174,13 +179,16 @@ def sweep(
                                             "this address (tcp://HOST:PORT; pip install 'gpunet[dask]'). Its "
                                             "workers find the dataset on their own machines (--data-dir is a "
                                             "folder there); the results come back here."),
+    threads: str = typer.Option("auto", help=THREADS_HELP + " With --workers over 1, auto gives each worker its "
+                                "share of the cores (one each for 2 workers on 2 cores)."),
 ) -> None:
     """Train a grid of configs (every combination of the comma-separated values given, e.g. --lr 0.05,0.1
     --seed 0,1,2) and rank them on the validation split; the test set is never evaluated. Prints the best."""
+    from gpunet.core.threads import parse_threads
     from gpunet.runs.sweep import run_sweep, sweep_report
 
     result = run_sweep(config, overrides, out, workers, device.value, dataset.value, data_dir, scheduler,
-                       say=typer.echo)
+                       say=typer.echo, threads=parse_threads(threads))
     for line in sweep_report(result):
         typer.echo(line)
     if result["status"] == "interrupted":
@@ -325,15 +333,23 @@ def bench(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="--whole-run: the recipe, a packaged "
                                          "config's name or a TOML file (default: default)."),
     repeats: int = typer.Option(3, min=1, help="--whole-run: timed runs per contender, in turns, after a warm-up run."),
+    threads: str = typer.Option("auto", help="gpunet's BLAS threads at its defaults, as on `gpunet train`: a count, "
+                                "or auto."),
+    busy: int = typer.Option(0, min=0, help="Also time every contender with this many busy-loop processes "
+                             "running (each spins on a core; all stopped when the bench ends), beside quiet."),
+    best: bool = typer.Option(True, "--best/--no-best", help="Also time each contender at each fixed thread "
+                              "count (1 and the cores; on the CPU) and compare it with its fastest."),
 ) -> None:
     """Time gpunet's training step against plain NumPy and PyTorch on the same data (with --whole-run: complete
     training runs of a config's recipe against PyTorch); print a table."""
     from gpunet.bench import run_bench, run_whole
 
     if whole_run:
-        run_whole(device.value, config, epochs, limit, contenders, repeats, json_out)
+        run_whole(device.value, config, epochs, limit, contenders, repeats, json_out, threads=threads, busy=busy,
+                  best=best)
     else:
-        run_bench(device.value, batch_sizes, epochs or 5, limit or 0, contenders, memory, cuda_graph, json_out)
+        run_bench(device.value, batch_sizes, epochs or 5, limit or 0, contenders, memory, cuda_graph, json_out,
+                  threads=threads, busy=busy, best=best)
 
 
 @app.command()
@@ -343,6 +359,8 @@ def check(
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     seconds: float = typer.Option(2.0, min=0.0, help="Seconds the speed line times (half per batch size)."),
     samples: int = typer.Option(60_000, min=128, help="Synthetic samples of the speed line (MNIST's 60,000)."),
+    threads: str = typer.Option("auto", help="BLAS threads of the speed line's steps: a count, or auto (as "
+                                "`gpunet train` chooses them)."),
 ) -> None:
     """Check gpunet on this machine: environment, gradients against central differences, float32 against a
     float64 CPU reference, 20 training steps against the CPU, CUDA-graph replay against eager steps (cuda), and
@@ -350,8 +368,9 @@ def check(
     import json
 
     from gpunet.apps.check import difference_text, report_lines, run_check
+    from gpunet.core.threads import parse_threads
 
-    report = run_check(device.value, samples, seconds)
+    report = run_check(device.value, samples, seconds, parse_threads(threads))
     typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
     failed = [r for r in report["checks"] if not r["passed"]]
     for r in failed:

@@ -9,9 +9,10 @@ import numpy as np
 
 from gpunet.core import reference
 from gpunet.core.backend import Backend
-from gpunet.core.model import MLP
+from gpunet.core.model import MLP, gemm_flops  # gemm_flops: the bench modules import it from here
 from gpunet.core.optim import make_optimizer
 from gpunet.core.step import TrainStep
+from gpunet.core.threads import blas_threads
 
 LR, MOMENTUM = 0.1, 0.9
 
@@ -22,26 +23,25 @@ def load_data(backend: Backend, limit: int) -> Any:
     return DeviceData(backend, load_mnist()[0], limit)
 
 
-def gemm_flops(m: int, sizes: tuple[int, ...]) -> float:
-    """FLOPs of one training pass over m samples: forward, dW and dA products, no gradient w.r.t. the input."""
-    pairs = list(zip(sizes[:-1], sizes[1:]))
-    return 2.0 * m * (2 * sum(a * b for a, b in pairs) + sum(a * b for a, b in pairs[1:]))
-
-
 class Gpunet:
-    """gpunet's own training step."""
+    """gpunet's own training step, on the BLAS threads `threads` asks for ('auto' or a count), chosen as
+    `gpunet train` chooses them over all of the runner's epochs."""
 
-    def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool):
+    def __init__(self, backend: Backend, data: Any, B: int, init: dict[str, np.ndarray], graph: bool,
+                 threads: int | str = "auto"):
         self.backend, self.data, self.B = backend, data, B
         self.net = MLP.from_state_dict(backend, init)
         self.opt = make_optimizer("gd" if B == data.m else "momentum", backend, self.net.params, MOMENTUM)
         self.step = TrainStep(self.net, self.opt, data.X, data.Y, data.y, graph=graph)
+        self.blas = blas_threads(threads, backend, B, self.net.sizes)
 
     def epoch(self, e: int) -> tuple[float, float]:
         m = self.data.m
         loss_sum, correct = self.step.zero_sums()
-        for _, idx in self.step.batches(self.B, (0, e)):
-            self.step(idx, LR)
+        with self.blas:
+            for _, idx in self.step.batches(self.B, (0, e)):
+                with self.blas.step():
+                    self.step(idx, LR)
         loss, acc = self.backend.to_floats([loss_sum / m, correct / m])
         return loss, acc
 

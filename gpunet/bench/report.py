@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 from rich.table import Table
+from threadpoolctl import threadpool_info
 
 from gpunet.core.backend import Backend
 from gpunet.data.datasets import NUM_CLASSES
@@ -26,15 +27,9 @@ def machine(backend: Backend, torch_threads: int | None) -> dict[str, Any]:
                            if line.startswith("model name"))
     except (OSError, StopIteration):
         info["cpu"] = platform.processor() or platform.machine()
-    try:
-        from threadpoolctl import threadpool_info
-
-        pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-        info["blas"] = "; ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture', '?')} kernels, "
-                                 f"{p.get('num_threads')} threads)" for p in pools) or "unknown"
-    except ImportError:
-        blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
-        info["blas"] = f"{blas.get('name', 'unknown')} {blas.get('version', '')} (threads: install threadpoolctl)"
+    pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+    info["blas"] = "; ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture', '?')} kernels, "
+                             f"{p.get('num_threads')} threads)" for p in pools) or "unknown"
     info["env"] = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
                                              "OMP_NUM_THREADS", "MKL_NUM_THREADS") if k in os.environ}
     if torch_threads is not None:
@@ -50,7 +45,7 @@ def wide(console: Console | None) -> Console:
     """The console to print on; one that writes to a file or a pipe gets room for the whole table."""
     console = console or Console()
     if not console.is_terminal:
-        console.width = max(console.width, 140)
+        console.width = max(console.width, 180)
     return console
 
 
@@ -100,30 +95,55 @@ def print_machine(m: dict[str, Any], console: Console) -> None:
 def print_report(report: dict[str, Any], console: Console) -> None:
     print_machine(report["machine"], console)
     memory = "peak GPU MiB" if report["device"] == "cuda" else "peak RSS MiB"  # while training
+    busy = report.get("busy", 0)
     r = Table(title=f"training epoch on {report['device']}: {report['samples']} samples, "
                     f"{'-'.join(map(str, report['sizes']))}, float32, median of {report['epochs']} epochs"
-                    + (", CUDA graph" if report["cuda_graph"] else ""))
-    for col in ("batch", "contender", "s/epoch", "samples/s", "vs pytorch", "GFLOP/s", "% sgemm", "x GEMM floor",
-                "late/first", memory, "train loss"):
-        r.add_column(col, justify="left" if col in ("batch", "contender") else "right")
+                    + (", CUDA graph" if report["cuda_graph"] else "")
+                    + (f"; busy: {busy} busy-loop process(es) running" if busy else ""))
+    for col in ("batch", "contender", "threads", *(["load"] if busy else []), "s/epoch", "samples/s", "vs pytorch",
+                "vs best", "GFLOP/s", "% sgemm", "x GEMM floor", "late/first", memory, "train loss"):
+        r.add_column(col, justify="left" if col in ("batch", "contender", "threads", "load") else "right")
     for row in report["results"]:
-        r.add_row(str(row["batch"]), row["contender"], f"{row['seconds_per_epoch']:.4f}",
-                  f"{row['samples_per_second']:,.0f}",
-                  "-" if row["ratio_to_pytorch"] is None else f"{row['ratio_to_pytorch']:.2f}x",
+        r.add_row(str(row["batch"]), row["contender"], row["threads"], *([row["load"]] if busy else []),
+                  f"{row['seconds_per_epoch']:.4f}", f"{row['samples_per_second']:,.0f}",
+                  ratio(row["ratio_to_pytorch"]), ratio(row["ratio_to_best"]),
                   f"{row['gflops']:.1f}", f"{100 * row['fraction_of_sgemm']:.0f}%",
                   f"{row['ratio_to_gemm_floor']:.2f}", f"{row['late_to_first']:.2f}",
                   "-" if row["peak_mib"] is None else f"{row['peak_mib']:.0f}",
                   f"{row['train_loss']:.4f}")
     console.print(r)
+    if busy:
+        print_quiet_and_busy(report["results"], busy, "seconds_per_epoch", "seconds per epoch", console)
     floors = {row["batch"]: (row["sgemm_gflops"], row["gemm_floor_seconds"]) for row in report["results"]}
     console.print("GEMM floor: " + "; ".join(f"batch {b}: sgemm {g:.0f} GFLOP/s at the step's shapes, "
                                              f"{s:.4f} s/epoch" for b, (g, s) in floors.items())
                   + " (shapes: the whole batch's or one row chunk's, the faster)")
-    if any(row["ratio_to_pytorch"] is not None for row in report["results"]):
-        console.print("vs pytorch: against the faster PyTorch row of the batch size; late/first: the median of the "
-                      "later half of the timed epochs over the first")
+    console.print("vs pytorch: against the faster PyTorch row at its thread defaults, of the batch size and load; "
+                  "vs best: against the contender's fastest fixed thread count there; late/first: the median of the "
+                  "later half of the timed epochs over the first")
     for line in report["skipped"]:
         console.print(line)
+
+
+def ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def print_quiet_and_busy(results: list[dict[str, Any]], busy: int, seconds: str, title: str,
+                         console: Console) -> None:
+    """Each contender and thread setting (at each batch size, if any) quiet and busy side by side: `seconds`
+    of each, and busy over quiet."""
+    t = Table(title=f"quiet and with {busy} busy-loop process(es): {title}")
+    batches = "batch" in results[0]
+    for col in (*(["batch"] if batches else []), "contender", "threads quiet", "threads busy", "quiet s", "busy s",
+                "busy/quiet"):
+        t.add_column(col, justify="right" if col.endswith((" s", "/quiet")) else "left")
+    quiet = {(r.get("batch"), r["contender"], r["setting"]): r for r in results if r["load"] == "quiet"}
+    for r in (r for r in results if r["load"] == "busy"):
+        q = quiet[r.get("batch"), r["contender"], r["setting"]]
+        t.add_row(*([str(r["batch"])] if batches else []), r["contender"], q["threads"], r["threads"],
+                  f"{q[seconds]:.4f}", f"{r[seconds]:.4f}", f"{r[seconds] / q[seconds]:.2f}x")
+    console.print(t)
 
 
 def print_whole(report: dict[str, Any], console: Console) -> None:
@@ -134,13 +154,18 @@ def print_whole(report: dict[str, Any], console: Console) -> None:
     t = Table(title=f"whole training run on {report['device']}: {report['config_path']} ({recipe}), "
                     f"{report['train_samples']} train / {report['test_samples']} test samples, "
                     f"median of {report['repeats']} runs")
-    for col in ("contender", "wall s", "of which epochs s", "test accuracy", "vs pytorch"):
-        t.add_column(col, justify="left" if col == "contender" else "right")
+    busy = report.get("busy", 0)
+    for col in ("contender", "threads", *(["load"] if busy else []), "wall s", "of which epochs s", "test accuracy",
+                "vs pytorch", "vs best"):
+        t.add_column(col, justify="left" if col in ("contender", "threads", "load") else "right")
     for row in report["results"]:
-        t.add_row(row["contender"], f"{row['wall_seconds']:.2f}", f"{row['epoch_seconds']:.2f}",
-                  f"{100 * row['test_accuracy']:.2f}%",
-                  "-" if row["ratio_to_pytorch"] is None else f"{row['ratio_to_pytorch']:.2f}x")
+        t.add_row(row["contender"], row["threads"], *([row["load"]] if busy else []), f"{row['wall_seconds']:.2f}",
+                  f"{row['epoch_seconds']:.2f}", f"{100 * row['test_accuracy']:.2f}%", ratio(row["ratio_to_pytorch"]),
+                  ratio(row["ratio_to_best"]))
     console.print(t)
+    if busy:
+        print_quiet_and_busy(report["results"], busy, "epoch_seconds", "seconds of training (the run's epochs, as "
+                             "`gpunet train` reports them)", console)
     console.print(f"included: {report['included']}")
     for line in report["skipped"]:
         console.print(line)

@@ -10,12 +10,14 @@ from typing import Any
 from rich.console import Console
 
 from gpunet.core.backend import get_backend
+from gpunet.bench.busy import Busy, at_threads, by_load, default_threads, loads, settings
 from gpunet.bench.contenders import Gpunet, Plain, gemm_flops, load_data
 from gpunet.bench.report import check_json_out, machine, print_report, usable_contenders, wide, write_json_report
 from gpunet.bench.timing import gemm_floor, peak_memory, take_turns
 from gpunet.runs.config import batch_rows
 from gpunet.errors import GpunetError
 from gpunet.core.model import MLP
+from gpunet.core.threads import parse_threads, threads_label
 
 CONTENDERS = ("gpunet", "numpy", "pytorch", "pytorch-gather")
 
@@ -50,6 +52,25 @@ def runner_class(name: str) -> Any:
     return {"gpunet": Gpunet, "numpy": Plain}[name]
 
 
+def make_runner(name: str, setting: int | None, threads: int | str, backend: Any, data: Any, B: int,
+                init: dict[str, Any], graph: bool) -> Any:
+    """Contender `name`'s runner; gpunet's on `threads` at its defaults (setting None), else on `setting`."""
+    if name == "gpunet":
+        return Gpunet(backend, data, B, init, graph, threads if setting is None else setting)
+    return runner_class(name)(backend, data, B, init, graph)
+
+
+def compare(rows: list[dict[str, Any]], seconds: str = "seconds_per_epoch") -> None:
+    """Each row's ratios of `seconds` within its batch (if any) and load: `ratio_to_pytorch` against the faster
+    PyTorch row at its thread defaults, `ratio_to_best` against its own contender's fastest fixed thread count."""
+    for row in rows:
+        mates = [r for r in rows if (r.get("batch"), r["load"]) == (row.get("batch"), row["load"])]
+        torch_rows = [r[seconds] for r in mates if r["contender"].startswith("pytorch") and r["setting"] is None]
+        fixed = [r[seconds] for r in mates if r["contender"] == row["contender"] and r["setting"] is not None]
+        row["ratio_to_pytorch"] = row[seconds] / min(torch_rows) if torch_rows else None
+        row["ratio_to_best"] = row[seconds] / min(fixed) if fixed else None
+
+
 def late_to_first(times: list[float]) -> float:
     """The median of the later half of the timed epochs over the first: above 1 when a run slows down."""
     return statistics.median(times[len(times) // 2:]) / times[0]
@@ -57,13 +78,17 @@ def late_to_first(times: list[float]) -> float:
 
 def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: int = 5, limit: int = 0,
               contenders: str = ",".join(CONTENDERS), memory: bool = True, graph: bool = False,
-              json_out: Path | None = None, console: Console | None = None) -> dict[str, Any]:
-    """Time the contenders at each batch size, print the tables, optionally write JSON; return the report."""
+              json_out: Path | None = None, console: Console | None = None, threads: int | str = "auto",
+              busy: int = 0, best: bool = True) -> dict[str, Any]:
+    """Time the contenders at each batch size, print the tables, optionally write JSON; return the report.
+    Each contender runs at its thread defaults (gpunet: `threads`) and, with `best`, at each fixed count; with
+    `busy` K, each also with K busy-loop processes running (gpunet.bench.busy)."""
     console = wide(console)
     if epochs < 1:
         raise GpunetError("--epochs must be at least 1")
     sizes_asked = parse_batch_sizes(batch_sizes)
     check_json_out(json_out)
+    threads = parse_threads(threads)
     backend = get_backend(device)
     names, skipped, torch_threads = usable_contenders(parse_contenders(contenders), backend)
     data = load_data(backend, limit)
@@ -71,33 +96,49 @@ def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: i
     init, sizes = net.state_dict(), net.sizes
     report: dict[str, Any] = {
         "mode": "epoch", "machine": machine(backend, torch_threads), "device": backend.name, "samples": data.m,
-        "epochs": epochs,
+        "epochs": epochs, "busy": busy, "threads": threads,
         "sizes": list(sizes), "cuda_graph": graph and backend.can_capture, "skipped": skipped, "results": [],
     }
+    counts = settings(backend, best)
     for batch in sizes_asked:
         B = batch_rows(batch, data.m)
-        console.print(f"batch {batch}: timing {', '.join(names)} ({epochs} epochs each after a warm-up)")
-        runners = {n: runner_class(n)(backend, data, B, init, graph) for n in names}
-        times, stats = take_turns({n: r.epoch for n, r in runners.items()}, epochs,
-                                 warmup=1 if math.ceil(data.m / B) >= 3 else 3)
-        del runners
+        console.print(f"batch {batch}: timing {', '.join(names)} at {len(counts)} thread setting(s)"
+                      + (f", quiet and with {busy} busy process(es)" if busy else "")
+                      + f" ({epochs} epochs each after a warm-up)")
+        # A task (contender, setting, load) for each; one runner per setting, but gpunet's auto gets one per load,
+        # so that its choice follows a single load.
+        keys = [(n, c, load) for n in names for c in counts for load in loads(busy)]
+        runners = {key: make_runner(key[0], key[1], threads, backend, data, B, init, graph) for key in keys
+                   if key[2] == "quiet" or key[:2] == ("gpunet", None)}
+        runner = {key: runners.get(key) or runners[key[0], key[1], "quiet"] for key in keys}
+        with Busy(busy) as hogs:
+            times, stats = take_turns({key: at_threads(key[0], key[1], backend, runner[key].epoch)
+                                       for key in by_load(keys)},
+                                      epochs, warmup=1 if math.ceil(data.m / B) >= 3 else 3, before=hogs.before)
+        labels = {key: str(key[1]) if key[1] is not None else threads_label(runner[key].blas.report)
+                  if key[0] == "gpunet" else default_threads(key[0]) for key in keys}
+        del runners, runner
         sgemm, floor = gemm_floor(backend, B, data.m, sizes)
         mem = {n: peak_memory(n, backend.name, batch, limit, graph) for n in names} if memory else {}
         flops = gemm_flops(data.m, sizes)
-        torch_times = [statistics.median(t) for n, t in times.items() if n.startswith("pytorch")]
-        ref = min(torch_times, default=None)  # the faster PyTorch loop
-        for n in names:
-            sec = statistics.median(times[n])
-            report["results"].append({
-                "batch": batch, "contender": n, "seconds_per_epoch": sec, "epoch_seconds": times[n],
-                "late_to_first": late_to_first(times[n]),
-                "samples_per_second": data.m / sec, "ratio_to_pytorch": sec / ref if ref else None,
+        rows = []
+        for n, c, load in keys:
+            t = times[n, c, load]
+            sec = statistics.median(t)
+            measured = memory and c is None and load == "quiet"
+            rows.append({
+                "batch": batch, "contender": n, "setting": c, "load": load,
+                "threads": labels[n, c, load],
+                "seconds_per_epoch": sec, "epoch_seconds": t, "late_to_first": late_to_first(t),
+                "samples_per_second": data.m / sec,
                 "gflop_per_epoch": flops / 1e9, "gflops": flops / sec / 1e9, "sgemm_gflops": sgemm,
                 "fraction_of_sgemm": flops / sec / 1e9 / sgemm, "gemm_floor_seconds": floor,
-                "ratio_to_gemm_floor": sec / floor, "train_loss": stats[n][-1][0],
-                "peak_mib": mem[n]["train"] if memory else None,
-                "peak_process_mib": mem[n].get("process") if memory else None,
+                "ratio_to_gemm_floor": sec / floor, "train_loss": stats[n, c, load][-1][0],
+                "peak_mib": mem[n]["train"] if measured else None,
+                "peak_process_mib": mem[n].get("process") if measured else None,
             })
+        compare(rows)
+        report["results"] += rows
     print_report(report, console)
     write_json_report(report, json_out)
     return report

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
@@ -62,20 +62,24 @@ def sgemm_rate(backend: Backend, B: int, rows: int, sizes: tuple[int, ...], min_
     return gemm_flops(B, sizes) / statistics.median(times)
 
 
-def take_turns(tasks: dict[str, Callable[[int], Any]], rounds: int, warmup: int) -> tuple[dict[str, list[float]],
-                                                                                         dict[str, list[Any]]]:
+def take_turns(tasks: dict[Hashable, Callable[[int], Any]], rounds: int, warmup: int,
+               before: Callable[[Hashable], None] = lambda name: None) -> tuple[dict[Hashable, list[float]],
+                                                                                dict[Hashable, list[Any]]]:
     """Warm up each task (calls rounds+1 .. rounds+warmup), then time calls 1..rounds of each, taking turns
-    in a rotating order. Each call must end with a host read (which synchronises the device).
+    in a rotating order; `before(name)` runs ahead of each of task name's calls, untimed (`gpunet bench --busy`
+    sets the load there). Each call must end with a host read (which synchronises the device).
     Returns the times and the results of the timed calls."""
     names = list(tasks)
-    for task in tasks.values():
+    for name, task in tasks.items():
         for i in range(warmup):
+            before(name)
             task(rounds + 1 + i)
     times: dict[str, list[float]] = {n: [] for n in names}
     results: dict[str, list[Any]] = {n: [] for n in names}
     for i in range(1, rounds + 1):
         k = (i - 1) % len(names)
         for n in names[k:] + names[:k]:
+            before(n)
             t0 = time.perf_counter()
             results[n].append(tasks[n](i))
             times[n].append(time.perf_counter() - t0)

@@ -30,7 +30,7 @@ Corrections to the seed write-up this project started from:
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -164,6 +164,12 @@ class MLP:
         net = cls.__new__(cls)
         net._load(backend, state)
         return net
+
+
+def gemm_flops(m: int, sizes: Sequence[int]) -> float:
+    """FLOPs of one training pass over m samples: forward, dW and dA products, no gradient w.r.t. the input."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    return 2.0 * m * (2 * sum(a * b for a, b in pairs) + sum(a * b for a, b in pairs[1:]))
 
 
 def sizes_of(state: dict[str, np.ndarray]) -> tuple[int, ...]:

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from gpunet.core.threads import threads_label
 from gpunet.runs.config import Config
 
 LONG_EPOCH_STEPS = 50  # show a second bar over batches when an epoch has at least this many steps
@@ -112,5 +113,5 @@ def summary(metrics: dict[str, Any], run_dir: Path, device: str) -> str:
             "the last epoch; no validation split")
     return (f"test accuracy {100 * metrics['test_accuracy']:.2f}% of the kept model ({kept}) after "
             f"{metrics['config']['epochs']} epochs, "
-            f"{metrics['train_seconds']:.1f} s training ({metrics['wall_seconds']:.1f} s wall) on {device}; "
-            f"saved {run_dir}/")
+            f"{metrics['train_seconds']:.1f} s training ({metrics['wall_seconds']:.1f} s wall) on {device}, "
+            f"BLAS threads {threads_label(metrics['threads'])}; saved {run_dir}/")

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator
 from rich.console import Console
 
 from gpunet.core.backend import Backend, get_backend
+from gpunet.core.threads import worker_threads
 from gpunet.runs.config import KEYS, Config, load_config
 from gpunet.data.load import load_dataset
 from gpunet.data.datasets import Split, class_names
@@ -89,14 +90,16 @@ def failure(error: Exception | str) -> dict[str, Any]:
     return {"error": str(error), "host": socket.gethostname()}
 
 
-def train_point(cfg: Config, backend: Backend, train_split: Split, dataset: str) -> dict[str, Any]:
-    """Train one point in a scratch folder, without a test set: {"metrics", "files" (file name -> bytes: metrics.json,
-    model.npz, checkpoint.npz)}. A diverged point is a result too (status "diverged", its error in the metrics);
+def train_point(cfg: Config, backend: Backend, train_split: Split, dataset: str,
+                threads: int | str = "auto") -> dict[str, Any]:
+    """Train one point in a scratch folder, without a test set, its steps on `threads` BLAS threads: {"metrics",
+    "files" (file name -> bytes: metrics.json, model.npz, checkpoint.npz)}. A diverged point is a result too (status "diverged", its error in the metrics);
     one that cannot train is `failure`."""
     with tempfile.TemporaryDirectory(prefix="gpunet-point-") as scratch:
         run_dir = Path(scratch)
         try:
-            metrics = train(cfg, backend, train_split, None, run_dir, dataset=dataset, classes=class_names(dataset))
+            metrics = train(cfg, backend, train_split, None, run_dir, dataset=dataset, classes=class_names(dataset),
+                            threads=threads)
         except GpunetError as e:
             diverged = finished_metrics(run_dir, cfg, dataset)
             if diverged is None or diverged["status"] != "diverged":
@@ -121,14 +124,15 @@ def _worker_split(dataset: str, data_dir: str | None) -> Split:
     return load_dataset(dataset, Path(data_dir) if data_dir else None, Console(file=io.StringIO()))[0]
 
 
-def _work(values: dict[str, Any], device: str, dataset: str, data_dir: str | None) -> dict[str, Any]:
+def _work(values: dict[str, Any], device: str, dataset: str, data_dir: str | None,
+          threads: int | str) -> dict[str, Any]:
     """One point in a worker (a local process or a Dask worker): the data found on its machine, its device."""
     cfg = Config(**values)
     try:
         backend, train_split = get_backend(device, cfg.dtype), _worker_split(dataset, data_dir)
     except GpunetError as e:
         return failure(e)
-    return train_point(cfg, backend, train_split, dataset)
+    return train_point(cfg, backend, train_split, dataset, threads)
 
 
 @contextlib.contextmanager
@@ -220,13 +224,15 @@ def write_results(points: list[dict[str, Any]], keys: list[str], out: Path, plot
 
 def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path, workers: int = 1, device: str = "cpu",
               dataset: str = "mnist", data_dir: Path | None = None, scheduler: str | None = None,
-              say: Callable[[str], None] = print) -> dict[str, Any]:
+              say: Callable[[str], None] = print, threads: int | str = "auto") -> dict[str, Any]:
     """Train every point of the grid `values` (config key -> its values; one value fixes a key) on top of
     `config` into `out`, skipping finished points; write sweep.json, sweep.csv and sweep.png. The points run here,
     in `workers` local processes, or on the Dask cluster whose scheduler is at `scheduler` (tcp://HOST:PORT; its
-    workers find the data on their own machines, `data_dir` naming a folder there). Returns {"points", "keys" (the
-    swept keys), "fixed" (the keys given one value), "status" ("completed" or "interrupted"), "failed" (the name
-    of each point that could not run -> its error)}."""
+    workers find the data on their own machines, `data_dir` naming a folder there). `threads`: each point's BLAS
+    threads ('auto' or a count; with several local workers, 'auto' gives each its share of this machine's cores,
+    gpunet.core.threads.worker_threads; on a cluster, as given). Returns {"points", "keys" (the swept keys),
+    "fixed" (the keys given one value), "status" ("completed" or "interrupted"), "failed" (the name of each point
+    that could not run -> its error)}."""
     if workers < 1:
         raise GpunetError(f"--workers {workers}: give 1 or more processes")
     if scheduler is not None and workers > 1:
@@ -275,13 +281,14 @@ def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path
     if todo and workers == 1 and scheduler is None:
         train_split = load_dataset(dataset, data_dir)[0]  # the test split is dropped here, never used
         for i in todo:
-            record(i, train_point(cfgs[i], backends[cfgs[i].dtype], train_split, dataset))
+            record(i, train_point(cfgs[i], backends[cfgs[i].dtype], train_split, dataset, threads))
             if status == "interrupted":
                 break
     elif todo:
         with point_pool(min(workers, len(todo)), scheduler) as (pool, lost):
+            each = threads if scheduler else worker_threads(threads, min(workers, len(todo)))
             futures = {pool.submit(_work, cfgs[i].as_dict(), device, dataset,
-                                   None if data_dir is None else str(data_dir)): i for i in todo}
+                                   None if data_dir is None else str(data_dir), each): i for i in todo}
             try:
                 for future in as_completed(futures):
                     i = futures.pop(future)  # dropped once read: a Dask worker then frees the point's result

@@ -35,6 +35,7 @@ from gpunet.files import make_dir, write_json
 from gpunet.core.model import MLP
 from gpunet.core.optim import OPTIMIZER_SLOTS, learning_rate, make_optimizer
 from gpunet.core.step import TrainStep
+from gpunet.core.threads import blas_threads
 from gpunet.runs.store import MAX_PARAMETERS, PIXELS, Checkpoint, load_checkpoint, save_checkpoint, save_model
 from gpunet.data.validation import hold_out
 from gpunet.version import __version__
@@ -174,12 +175,12 @@ def plan_run(config: str | Path | None, overrides: dict[str, Any], out: Path | N
 
 
 def run_plan(plan: Plan, backend: Backend, train_split: Split, test_split: Split,
-             reporter: Reporter | None = None) -> dict[str, Any]:
+             reporter: Reporter | None = None, threads: int | str = "auto") -> dict[str, Any]:
     """Train the plan (a fresh one never into a directory that holds a run)."""
     if plan.resume is None:
         refuse_existing_run(plan.run_dir)
     return train(plan.cfg, backend, train_split, test_split, plan.run_dir, reporter, dataset=plan.dataset,
-                 resume=plan.resume, classes=class_names(plan.dataset))
+                 resume=plan.resume, classes=class_names(plan.dataset), threads=threads)
 
 
 @dataclass
@@ -261,12 +262,14 @@ def score_test_set(net: MLP, test_split: Split) -> dict[str, Any]:
 
 def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split | None, out: Path,
           reporter: Reporter | None = None, dataset: str = "mnist", resume: Checkpoint | None = None,
-          classes: list[str] | None = None) -> dict[str, Any]:
+          classes: list[str] | None = None, threads: int | str = "auto") -> dict[str, Any]:
     """Train per `cfg` (continuing `resume` when given) and write `out`/metrics.json, model.npz (the kept model:
     the best epoch on the `val_size` rows held out of `train_split`, or the last epoch without them) and
     checkpoint.npz (the last epoch). The test set is evaluated once, at the end, for the kept model; with
     `test_split` None it is never touched (a sweep). `reporter` is told how the run goes (None: nothing is
-    shown). Returns the metrics; their status is "interrupted" when Ctrl-C or SIGTERM stopped the run."""
+    shown). `threads`: the BLAS threads of its steps and evaluations, 'auto' or a count (gpunet.core.threads);
+    what was chosen goes into the metrics as "threads". Returns the metrics; their status is "interrupted" when
+    Ctrl-C or SIGTERM stopped the run."""
     reporter = reporter or Reporter()
     wall0 = time.perf_counter()
     holdout = hold_out(train_split, cfg.val_size) if cfg.val_size else None
@@ -280,6 +283,7 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
     step = TrainStep(net, opt, tr.X, tr.Y, tr.y)  # reused arrays; a CUDA graph with GPUNET_CUDA_GRAPH=1
     B = batch_rows(cfg.batch_size, tr.m)
     steps = math.ceil(tr.m / B)
+    blas = blas_threads(threads, backend, B, net.sizes)
     total_steps = cfg.epochs * steps
     log_every = max(1, cfg.epochs // 20)
     metrics: dict[str, Any] = {
@@ -287,6 +291,7 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
         "versions": {"gpunet": __version__, "python": platform.python_version(), **backend.versions()},
         "train_samples": tr.m, "val_samples": 0 if va is None else va.m,
         "validation": None if holdout is None else holdout.describe(), "steps_per_epoch": steps, "history": [],
+        "threads": blas.report,  # live: updated by every step
     }
     meta = {"dataset": dataset, "classes": classes or class_names(dataset), "device": backend.name}
     kept, start_epoch, start_step = Kept(), 1, 0
@@ -297,7 +302,7 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
     outline = Outline(cfg, net.sizes, dataset, tr.m, metrics["val_samples"], steps, B, metrics["device"],
                       start_epoch, start_step)
     # A diverging run overflows; the check after each epoch reports it, so NumPy's warnings would only be noise.
-    with reporter.running(outline), StopSignals() as stop, np.errstate(over="ignore", invalid="ignore"):
+    with reporter.running(outline), StopSignals() as stop, np.errstate(over="ignore", invalid="ignore"), blas:
         for epoch in range(start_epoch, cfg.epochs + 1):
             first = start_step if epoch == start_epoch else 0
             t0 = time.perf_counter() - (resume.meta["epoch_seconds"] if first else 0.0)
@@ -307,7 +312,8 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
                 correct += backend.asarray(resume.sums["correct"], dtype=backend.xp.int64)
             reporter.epoch_started(first)
             for s, idx in step.batches(B, (cfg.seed, epoch), first):
-                step(idx, learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, total_steps))
+                with blas.step():
+                    step(idx, learning_rate(cfg.lr, cfg.schedule, (epoch - 1) * steps + s, total_steps))
                 reporter.step_done(s + 1)
                 if stop.requested:
                     sums = {"loss_sum": backend.to_numpy(loss_sum), "correct": backend.to_numpy(correct)}
@@ -346,7 +352,8 @@ def train(cfg: Config, backend: Backend, train_split: Split, test_split: Split |
                    train_seconds=train_seconds(metrics))
     if test_split is not None:  # the test set, read once, for the kept model
         final = net if va is None else MLP.from_state_dict(backend, kept.params)
-        metrics.update(score_test_set(final, test_split))
+        with blas:
+            metrics.update(score_test_set(final, test_split))
         save_model(out / "model.npz", final, {**meta, **kept.header(), "test_accuracy": metrics["test_accuracy"],
                                               "test_loss": metrics["test_loss"]})
     metrics["wall_seconds"] = time.perf_counter() - wall0

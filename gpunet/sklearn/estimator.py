@@ -28,6 +28,7 @@ from gpunet.core.backend import DEVICES, DTYPES, Backend, get_backend
 from gpunet.core.model import MLP, one_hot
 from gpunet.core.optim import OPTIMIZERS, SCHEDULES, learning_rate, make_optimizer
 from gpunet.core.step import TrainStep
+from gpunet.core.threads import BlasThreads, blas_threads
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 
@@ -46,17 +47,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
     batch_size: samples per step, or "auto" for min(200, n_samples) as in scikit-learn.
     device: "cpu" (NumPy), "cuda" (CuPy) or "auto" (cuda when usable). CuPy inputs always run on the GPU.
     dtype: "float32" or "float64", the arrays' float type on the device.
+    n_threads: the BLAS threads of the training steps on the CPU, "auto" (gpunet.core.threads) or a count.
 
     Fitted attributes: classes_, n_features_in_ (and feature_names_in_), coefs_ and intercepts_ (host NumPy,
     coefs_[l] of shape (n_l, n_{l+1})), n_iter_, t_ (samples seen), loss_, loss_curve_, best_loss_ (None with
-    early stopping), validation_scores_ and best_validation_score_ (None without), device_ ("cpu" or "cuda").
+    early stopping), validation_scores_ and best_validation_score_ (None without), device_ ("cpu" or "cuda"),
+    threads_ (the BLAS threads of the last fit: what was asked, the policy, the count used, as in metrics.json).
     """
 
     def __init__(self, hidden_layer_sizes: Any = (128,), optimizer: str = "momentum", learning_rate: str = "constant",
                  learning_rate_init: float = 0.01, momentum: float = 0.9, batch_size: int | str = 128,
                  max_iter: int = 200, tol: float = 1e-4, n_iter_no_change: int = 10, early_stopping: bool = False,
                  validation_fraction: float = 0.1, random_state: Any = None, verbose: bool = False,
-                 device: str = "auto", dtype: str = "float32"):
+                 device: str = "auto", dtype: str = "float32", n_threads: int | str = "auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.optimizer = optimizer
         self.learning_rate = learning_rate
@@ -72,6 +75,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.verbose = verbose
         self.device = device
         self.dtype = dtype
+        self.n_threads = n_threads
 
     # --- fitting -----------------------------------------------------------------------------------------------
 
@@ -98,9 +102,12 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         self.best_validation_score_ = -np.inf if self.early_stopping else None
         best_state, no_improvement = None, 0
         steps = math.ceil(len(yd) / self._batch(len(yd)))
+        blas = self._threads(backend, len(yd))
         for epoch in range(1, self.max_iter + 1):
-            loss, score = self._epoch(step, seed, epoch, lambda s: learning_rate(
-                self.learning_rate_init, self.learning_rate, (epoch - 1) * steps + s, self.max_iter * steps), val)
+            with blas:
+                loss, score = self._epoch(step, seed, epoch, lambda s: learning_rate(
+                    self.learning_rate_init, self.learning_rate, (epoch - 1) * steps + s, self.max_iter * steps),
+                    blas, val)
             if self.early_stopping:  # scikit-learn's rule: no gain of tol in the validation accuracy
                 self.validation_scores_.append(score)
                 no_improvement = no_improvement + 1 if score < self.best_validation_score_ + self.tol else 0
@@ -150,7 +157,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self._resume(backend)
         y_enc = np.searchsorted(self.classes_, y)
         step = self._train_step(backend.asarray(X), backend.asarray(y_enc, dtype=np.int32))
-        loss, _ = self._epoch(step, self._seed_, self.n_iter_ + 1, lambda s: self.learning_rate_init)
+        blas = self._threads(backend, len(y_enc))
+        with blas:
+            loss, _ = self._epoch(step, self._seed_, self.n_iter_ + 1, lambda s: self.learning_rate_init, blas)
         self.best_loss_ = min(self.best_loss_, loss)
         self._sync_host()
         return self
@@ -219,7 +228,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         for name, ok in (("learning_rate_init", self.learning_rate_init > 0), ("momentum", 0 <= self.momentum < 1),
                          ("max_iter", self.max_iter >= 1), ("tol", self.tol >= 0),
                          ("n_iter_no_change", self.n_iter_no_change >= 1),
-                         ("validation_fraction", 0 < self.validation_fraction < 1)):
+                         ("validation_fraction", 0 < self.validation_fraction < 1),
+                         ("n_threads", self.n_threads == "auto" or (isinstance(self.n_threads, numbers.Integral)
+                                                                     and self.n_threads >= 1))):
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
         return hidden
@@ -292,13 +303,19 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
             self._opt.load_state_dict(opt_state)
         self.device_ = backend.name
 
+    def _threads(self, backend: Backend, n: int) -> BlasThreads:
+        """The BLAS threads of a fit's steps over n samples (reported in threads_)."""
+        blas = blas_threads(self.n_threads, backend, self._batch(n), self._net.sizes)
+        self.threads_ = blas.report
+        return blas
+
     def _train_step(self, X: Array, y: Array) -> TrainStep:
         """gpunet's training step over the device arrays X (n, n_features) and labels y (n,)."""
         xp = self._net.backend.xp
         return TrainStep(self._net, self._opt, X, one_hot(xp, y, len(self.classes_), self._net.backend.dtype), y)
 
     def _epoch(self, step: TrainStep, seed: int, epoch: int, lr_of_step: Any,
-               val: tuple[Array, Array] | None = None) -> tuple[float, float | None]:
+               blas: BlasThreads, val: tuple[Array, Array] | None = None) -> tuple[float, float | None]:
         """One shuffled pass of `step` over its data; the mean loss (and the validation accuracy), read at once."""
         backend = self._net.backend
         n = step.X.shape[0]
@@ -306,7 +323,8 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         # A diverging run overflows; the check below reports it, so NumPy's warnings would only be noise.
         with np.errstate(over="ignore", invalid="ignore"):
             for s, idx in step.batches(self._batch(n), (seed, epoch)):
-                step(idx, lr_of_step(s))
+                with blas.step():
+                    step(idx, lr_of_step(s))
             sums = [loss_sum / n]
             if val is not None:
                 sums.append((self._net.predict(val[0]) == val[1]).mean())

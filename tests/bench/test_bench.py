@@ -1,6 +1,8 @@
 """`gpunet bench` works end to end on a small subset; nothing here depends on timing."""
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,6 +15,8 @@ from gpunet.apps.cli import app
 from gpunet.core.model import MLP
 from gpunet.core.optim import learning_rate, make_optimizer
 from gpunet.core.step import TrainStep
+from gpunet.core.threads import candidates, pool_threads
+from gpunet.errors import GpunetError
 
 runner = CliRunner()
 
@@ -22,21 +26,93 @@ def test_bench_prints_the_table_and_writes_json(tmp_path):
     result = runner.invoke(app, ["bench", "--device", "cpu", "--batch-sizes", "32,full", "--epochs", "2",
                                  "--limit", "256", "--contenders", "gpunet,numpy", "--json", str(out)])
     assert result.exit_code == 0, result.output
-    for text in ("machine", "blas", "s/epoch", "samples/s", "% sgemm", "peak RSS MiB", "GEMM floor", "gpunet", "numpy"):
+    for text in ("machine", "blas", "threads", "s/epoch", "samples/s", "vs best", "% sgemm", "peak RSS MiB",
+                 "GEMM floor", "gpunet", "numpy"):
         assert text in result.output
     report = json.loads(out.read_text())
     assert report["samples"] == 256 and report["sizes"] == [784, 128, 10] and report["device"] == "cpu"
     assert {"cpu", "cores", "blas", "load_average"} <= set(report["machine"])
+    assert report["busy"] == 0 and report["threads"] == "auto"
     rows = report["results"]
-    assert [(r["batch"], r["contender"]) for r in rows] == [(32, "gpunet"), (32, "numpy"), ("full", "gpunet"),
-                                                            ("full", "numpy")]
+    counts = [None, *candidates(pool_threads())]  # each contender at its defaults, then at each fixed count
+    assert [(r["batch"], r["contender"], r["setting"]) for r in rows] == [
+        (b, c, s) for b in (32, "full") for c in ("gpunet", "numpy") for s in counts]
     for r in rows:
-        assert len(r["epoch_seconds"]) == 2 and r["seconds_per_epoch"] > 0
+        assert r["load"] == "quiet" and len(r["epoch_seconds"]) == 2 and r["seconds_per_epoch"] > 0
         assert r["samples_per_second"] == pytest.approx(256 / r["seconds_per_epoch"])
         assert r["gflop_per_epoch"] == pytest.approx(gemm_flops(256, (784, 128, 10)) / 1e9)
         assert r["sgemm_gflops"] > 0 and r["gemm_floor_seconds"] > 0 and r["ratio_to_pytorch"] is None
-        assert r["peak_mib"] > 0 and r["peak_process_mib"] > 0
+        fixed = [x["seconds_per_epoch"] for x in rows if (x["batch"], x["contender"]) == (r["batch"], r["contender"])
+                 and x["setting"] is not None]
+        assert r["ratio_to_best"] == pytest.approx(r["seconds_per_epoch"] / min(fixed))
+        assert (r["peak_mib"] > 0 and r["peak_process_mib"] > 0) if r["setting"] is None else r["peak_mib"] is None
         assert np.isfinite(r["train_loss"])
+        want = (str(r["setting"]) if r["setting"] is not None else
+                "auto: " if r["contender"] == "gpunet" else f"default ({pool_threads()})")
+        assert r["threads"].startswith(want)
+
+
+def test_bench_busy_times_each_contender_quiet_and_busy_and_stops_its_loops(tmp_path, monkeypatch):
+    from gpunet.bench import busy
+
+    started = []
+    real = busy.Busy.load
+
+    def load(self, which):
+        real(self, which)
+        started.extend(p for p in self.procs if p not in started)
+
+    monkeypatch.setattr(busy.Busy, "load", load)
+    out = tmp_path / "bench.json"
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--batch-sizes", "full", "--epochs", "1",
+                                 "--limit", "128", "--contenders", "gpunet,numpy", "--no-memory", "--no-best",
+                                 "--busy", "2", "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "quiet and with 2 busy-loop process(es)" in result.output and "busy/quiet" in result.output
+    rows = json.loads(out.read_text())["results"]
+    assert [(r["contender"], r["load"]) for r in rows] == [("gpunet", "quiet"), ("gpunet", "busy"),
+                                                           ("numpy", "quiet"), ("numpy", "busy")]
+    assert rows[0]["threads"] == "1" and rows[0]["ratio_to_best"] is None
+    assert len(started) >= 2 and all(p.poll() is not None for p in started)  # every loop it started is gone
+
+
+def test_busy_loops_spin_until_stopped_even_by_an_error():
+    from gpunet.bench.busy import Busy
+
+    with pytest.raises(RuntimeError):
+        with Busy(2) as hogs:
+            hogs.load("busy")
+            procs = list(hogs.procs)
+            assert len(procs) == 2 and all(p.poll() is None for p in procs)
+            hogs.load("busy")  # already busy: no more loops
+            assert hogs.procs == procs
+            raise RuntimeError("a contender failed")
+    assert all(p.poll() is not None for p in procs)
+    with pytest.raises(GpunetError):
+        Busy(-1)
+
+
+def test_a_busy_loop_ends_when_the_bench_is_killed():
+    """The bench process dies without cleaning up (SIGKILL): its loops notice their parent is gone and end."""
+    import subprocess
+    import sys
+    import time
+
+    code = ("import os, sys\nfrom gpunet.bench.busy import Busy\nb = Busy(1)\nb.load('busy')\n"
+            "print(b.procs[0].pid, flush=True)\nos._exit(0)")
+    pid = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break  # gone (reaped)
+        if state == "Z":  # ended; its new parent has not reaped it yet
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        pytest.fail("the busy loop outlived the bench")
 
 
 def test_bench_without_memory_and_pytorch_when_installed():
@@ -57,6 +133,8 @@ def test_bench_without_memory_and_pytorch_when_installed():
     (["--contenders", "tensorflow"], "--contenders"),
     (["--json", "/nonexistent-folder/bench.json"], "--json"),  # refused before any timing
     (["--whole-run", "--json", "/nonexistent-folder/bench.json"], "--json"),
+    (["--threads", "0"], "--threads '0'"),
+    (["--busy", "-1"], "--busy"),
 ])
 def test_bench_rejects_bad_options(args, message):
     result = runner.invoke(app, ["bench", "--device", "cpu", "--limit", "64", *args])
@@ -108,7 +186,7 @@ def test_whole_run_writes_its_table_and_json(tmp_path):
     """`--whole-run` trains the recipe end to end through gpunet.runs.train.train; checks structure, not speed."""
     out = tmp_path / "whole.json"
     result = runner.invoke(app, ["bench", "--device", "cpu", "--whole-run", "--epochs", "1", "--limit", "256",
-                                 "--repeats", "2", "--contenders", "gpunet", "--json", str(out)])
+                                 "--repeats", "2", "--contenders", "gpunet", "--no-best", "--json", str(out)])
     assert result.exit_code == 0, result.output
     for text in ("machine", "whole training run", "wall s", "test accuracy", "included:"):
         assert text in result.output
@@ -118,10 +196,22 @@ def test_whole_run_writes_its_table_and_json(tmp_path):
     assert report["config"]["epochs"] == 1 and report["config"]["limit"] == 256 and report["config"]["lr"] == 0.2
     assert report["train_samples"] == 256 and report["test_samples"] == 10000
     [row] = report["results"]
-    assert row["contender"] == "gpunet" and row["ratio_to_pytorch"] is None
+    assert row["contender"] == "gpunet" and row["ratio_to_pytorch"] is None and row["threads"].startswith("auto")
     assert len(row["run_seconds"]) == 2 and row["wall_seconds"] > 0 and 0 < row["epoch_seconds"]
     # The same recipe and seed: every run reaches the same accuracy, the one `gpunet train` reports.
     assert len(set(row["test_accuracies"])) == 1 and 0.1 < row["test_accuracy"] <= 1
+
+
+def test_whole_run_busy_and_at_each_thread_count(tmp_path):
+    out = tmp_path / "whole.json"
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--whole-run", "--epochs", "1", "--limit", "256",
+                                 "--repeats", "1", "--contenders", "gpunet", "--busy", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "seconds of training" in result.output
+    rows = json.loads(out.read_text())["results"]
+    counts = [None, *candidates(pool_threads())]
+    assert [(r["setting"], r["load"]) for r in rows] == [(c, load) for c in counts for load in ("quiet", "busy")]
+    assert all(r["ratio_to_best"] > 0 for r in rows)
 
 
 def test_whole_run_with_pytorch():

@@ -148,14 +148,14 @@ def test_resume_keeps_the_best_epoch_bit_for_bit(tmp_path, mnist, monkeypatch):
                                  "schedule": "constant", "lr": 0.1})
     cpu = get_backend("cpu")
     monkeypatch.setattr(train_module, "learning_rate", lr_that_turns_bad(10, 2))
-    whole = train(cfg, cpu, *mnist, tmp_path / "whole")
+    whole = train(cfg, cpu, *mnist, tmp_path / "whole", threads=1)  # one count: the same sums every run
     monkeypatch.setattr(train_module, "learning_rate", lr_that_turns_bad(10, 2, interrupt_at=27))  # epoch 3, step 5
-    stopped = train(cfg, cpu, *mnist, tmp_path / "split")
+    stopped = train(cfg, cpu, *mnist, tmp_path / "split", threads=1)
     assert stopped["status"] == "interrupted"
     ckpt = load_checkpoint(tmp_path / "split" / "checkpoint.npz")
     assert ckpt.meta["epoch"] == 2 and ckpt.meta["best"]["epoch"] == whole["best_epoch"] and ckpt.best
     monkeypatch.setattr(train_module, "learning_rate", lr_that_turns_bad(10, 2))
-    resumed = train(cfg, cpu, *mnist, tmp_path / "split", resume=ckpt)
+    resumed = train(cfg, cpu, *mnist, tmp_path / "split", resume=ckpt, threads=1)
     assert resumed["best_epoch"] == whole["best_epoch"] and resumed["test_accuracy"] == whole["test_accuracy"]
     a, b = weights(tmp_path / "whole" / "model.npz"), weights(tmp_path / "split" / "model.npz")
     assert all(np.array_equal(a[k], b[k]) for k in a)

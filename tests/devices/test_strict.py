@@ -139,12 +139,19 @@ def history(run_dir):
 
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory):
-    """One epoch on 1,000 digits, resumed for a second one, on the CPU."""
+    """One epoch on 1,000 digits, resumed for a second one, on the CPU, on as many BLAS threads as NumPy's pool
+    has: the strict device's NumPy runs on those (a GPU leaves the pool as set), and OpenBLAS's sums depend on
+    the count."""
+    from threadpoolctl import ThreadpoolController
+
+    from gpunet.core.threads import numpy_pools
+
+    threads = numpy_pools(ThreadpoolController().select(user_api="blas"))[0][0].num_threads
     out = tmp_path_factory.mktemp("cpu") / "run"
     result = cli("train", "--device", "cpu", "--epochs", 1, "--limit", 1000, "--batch-size", 100, "--no-plots",
-                 "--out", out)
+                 "--out", out, "--threads", threads)
     assert result.exit_code == 0, result.output
-    result = cli("train", "--device", "cpu", "--resume", out, "--epochs", 2, "--no-plots")
+    result = cli("train", "--device", "cpu", "--resume", out, "--epochs", 2, "--no-plots", "--threads", threads)
     assert result.exit_code == 0, result.output
     return out
 
@@ -253,6 +260,16 @@ def test_check_on_the_cpu_passes_and_prints_every_row():
                      "20 steps on cpu float32 vs cpu float64", "CUDA-graph replay: not checked", "samples/s at batch 128",
                      "all 6 checks passed"):
         assert fragment in result.stdout
+
+
+def test_check_speed_line_on_the_threads_asked():
+    result = cli("check", "--device", "cpu", "--seconds", 0.05, "--samples", 512, "--threads", 1, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["speed"]["threads"] == {"batch_128": "1", "full_batch": "1"}
+    auto = cli("check", "--device", "cpu", "--seconds", 0.05, "--samples", 512)
+    assert "BLAS threads auto: " in auto.stdout
+    bad = cli("check", "--device", "cpu", "--threads", "all")
+    assert bad.exit_code == 2 and bad.stderr.strip().startswith("error: --threads 'all'")
 
 
 def test_check_cuda_without_a_gpu_is_one_clean_line(monkeypatch):

@@ -48,11 +48,11 @@ def test_fit_is_gpunet_train(tmp_path, mnist):
     train_split, test_split = mnist
     cfg = load_config(overrides={"limit": 2000, "epochs": 2, "batch_size": 64, "lr": 0.1, "val_size": 0})
     cfg = type(cfg)(**{**cfg.as_dict(), "schedule": "constant"})
-    metrics = train(cfg, get_backend("cpu"), train_split, test_split, tmp_path)
+    metrics = train(cfg, get_backend("cpu"), train_split, test_split, tmp_path, threads=1)  # the same sums
     net, _ = load_model(tmp_path / "model.npz", get_backend("cpu"))
     clf = MLPClassifier(hidden_layer_sizes=128, optimizer="momentum", learning_rate_init=0.1, momentum=0.9,
                         batch_size=64, max_iter=2, random_state=cfg.seed, device="cpu", tol=0.0,
-                        n_iter_no_change=99)
+                        n_iter_no_change=99, n_threads=1)
     with pytest.warns(ConvergenceWarning):
         clf.fit(to_features(train_split.images[:2000]), train_split.labels[:2000])
     state = net.state_dict()
@@ -176,11 +176,31 @@ def test_same_random_state_same_model_and_cosine_schedule(digits):
     ({"hidden_layer_sizes": (0,)}, "hidden_layer_sizes"), ({"optimizer": "rmsprop"}, "optimizer"),
     ({"device": "tpu"}, "device"), ({"batch_size": 0}, "batch_size"), ({"learning_rate_init": 0}, "learning_rate_init"),
     ({"validation_fraction": 1.0}, "validation_fraction"), ({"learning_rate": "adaptive"}, "learning_rate"),
+    ({"n_threads": 0}, "n_threads"), ({"n_threads": "all"}, "n_threads"),
 ])
 def test_bad_parameters_fail_at_fit(params, fragment):
     clf = MLPClassifier(**params)  # scikit-learn estimators check their parameters in fit, not __init__
     with pytest.raises(ValueError, match=fragment):
         clf.fit(np.eye(4), [0, 1, 0, 1])
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_n_threads_chooses_the_blas_threads_of_fit(digits, monkeypatch):
+    """n_threads goes to gpunet.core.threads.blas_threads with the fit's batch and sizes; threads_ reports it."""
+    from gpunet.sklearn import estimator
+
+    X_train, _, y_train, _ = digits
+    asked = []
+    real = estimator.blas_threads
+    monkeypatch.setattr(estimator, "blas_threads", lambda n, *args: asked.append((n, *args[1:])) or real(n, *args))
+    one = MLPClassifier(max_iter=2, device="cpu", n_threads=1, random_state=0).fit(X_train, y_train)
+    assert asked == [(1, 128, (64, 128, 10))]
+    assert one.threads_["asked"] == 1 and one.threads_["policy"] == "asked" and one.threads_["steps_at"] == {"1": 22}
+    auto = MLPClassifier(max_iter=2, device="cpu", random_state=0).fit(X_train, y_train)
+    assert auto.threads_["policy"] in ("small products", "one thread available")  # 64-128-10 at batch 128 is small
+    np.testing.assert_array_equal(one.coefs_[0], auto.coefs_[0])
+    auto.partial_fit(X_train, y_train)
+    assert asked[-1] == ("auto", 128, (64, 128, 10)) and sum(auto.threads_["steps_at"].values()) == 11
 
 
 def test_diverging_training_says_what_to_do():

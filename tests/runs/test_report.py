@@ -83,10 +83,11 @@ def test_the_console_reporter_draws_the_outline_bars_and_logged_epochs(tmp_path,
 
 def test_summary_says_the_test_accuracy_or_how_to_resume(tmp_path):
     done = {"status": "completed", "config": {"epochs": 3}, "best_epoch": 2, "val_samples": 5000,
-            "test_accuracy": 0.97321, "train_seconds": 12.34, "wall_seconds": 15.67}
+            "test_accuracy": 0.97321, "train_seconds": 12.34, "wall_seconds": 15.67,
+            "threads": {"asked": "auto", "threads": 2, "steps_at": {"1": 3, "2": 97}}}
     assert summary(done, tmp_path, "cpu") == (
         f"test accuracy 97.32% of the kept model (epoch 2, best on validation) after 3 epochs, 12.3 s training "
-        f"(15.7 s wall) on cpu; saved {tmp_path}/")
+        f"(15.7 s wall) on cpu, BLAS threads auto: 2 (3% at 1); saved {tmp_path}/")
     assert "(the last epoch; no validation split)" in summary({**done, "val_samples": 0}, tmp_path, "cpu")
     stopped = {"status": "interrupted", "signal": "SIGTERM", "epoch": 1, "step": 4}
     assert summary(stopped, tmp_path, "cpu") == (f"interrupted (SIGTERM) after epoch 1 step 4; checkpoint saved; "

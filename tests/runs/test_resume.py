@@ -1,5 +1,6 @@
-"""Checkpoints and resume: an interrupted run resumed equals the uninterrupted one bit for bit, more epochs on
-resume, conflicting requests refused, and Ctrl-C (first asks to stop, second aborts)."""
+"""Checkpoints and resume: an interrupted run resumed equals the uninterrupted one bit for bit (at a fixed count
+of BLAS threads: OpenBLAS's sums depend on it), more epochs on resume, conflicting requests refused, and Ctrl-C
+(first asks to stop, second aborts)."""
 
 import json
 import signal
@@ -38,7 +39,8 @@ def interrupt_at_call(monkeypatch, n):
 
 
 def test_interrupted_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(tmp_path, monkeypatch):
-    common = ("train", "--device", "cpu", "--epochs", 3, "--limit", 1000, "--batch-size", 100, "--no-plots")
+    common = ("train", "--device", "cpu", "--epochs", 3, "--limit", 1000, "--batch-size", 100, "--no-plots",
+              "--threads", 1)
     whole, split = tmp_path / "whole", tmp_path / "split"
     assert cli(*common, "--out", whole).exit_code == 0
 
@@ -51,7 +53,7 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(t
     assert json.loads((split / "metrics.json").read_text())["status"] == "interrupted"
     monkeypatch.undo()
 
-    resumed = cli("train", "--device", "cpu", "--resume", split, "--no-plots")
+    resumed = cli("train", "--device", "cpu", "--resume", split, "--no-plots", "--threads", 1)
     assert resumed.exit_code == 0, resumed.output
     a, b = weights(whole), weights(split)
     assert a.keys() == b.keys()
@@ -66,10 +68,10 @@ def test_interrupted_and_resumed_run_matches_the_uninterrupted_one_bit_for_bit(t
 
 def test_raising_epochs_on_resume_continues_like_a_longer_run(tmp_path):
     """With a constant learning rate (the seed recipe), 2 epochs + 1 more on resume equal 3 epochs."""
-    common = ("train", "--config", "seed", "--device", "cpu", "--limit", 500, "--no-plots")
+    common = ("train", "--config", "seed", "--device", "cpu", "--limit", 500, "--no-plots", "--threads", 1)
     assert cli(*common, "--epochs", 3, "--out", tmp_path / "three").exit_code == 0
     assert cli(*common, "--epochs", 2, "--out", tmp_path / "two", "--checkpoint-every", 1).exit_code == 0
-    result = cli("train", "--device", "cpu", "--resume", tmp_path / "two", "--epochs", 3, "--no-plots")
+    result = cli("train", "--device", "cpu", "--resume", tmp_path / "two", "--epochs", 3, "--no-plots", "--threads", 1)
     assert result.exit_code == 0, result.output
     a, b = weights(tmp_path / "three"), weights(tmp_path / "two")
     assert all(np.array_equal(a[k], b[k]) for k in a)

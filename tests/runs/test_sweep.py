@@ -14,6 +14,7 @@ from gpunet.runs import sweep as sweep_module
 from gpunet.apps.cli import app
 from gpunet.runs.config import parse_values
 from gpunet.errors import GpunetError
+from gpunet.core.threads import cores, worker_threads
 from gpunet.runs.sweep import expand_grid, point_name
 
 runner = CliRunner()
@@ -148,7 +149,9 @@ def test_a_diverging_point_is_recorded_and_the_sweep_goes_on(tmp_path, no_test_s
 
 
 def test_two_worker_processes_give_the_same_points_as_one(tmp_path, no_test_set):
-    one = sweep("--out", tmp_path / "one", "--lr", "0.1,0.2")
+    share = worker_threads("auto", 2)  # each of 2 workers' threads: its share of the cores (1 each on 2 cores)
+    assert share == max(1, cores() // 2)
+    one = sweep("--out", tmp_path / "one", "--lr", "0.1,0.2", "--threads", share)  # the same count: the same sums
     two = sweep("--out", tmp_path / "two", "--lr", "0.1,0.2", "--workers", 2)
     assert one.exit_code == 0 and two.exit_code == 0, two.output
     assert "in 2 processes" in two.stdout
@@ -157,3 +160,11 @@ def test_two_worker_processes_give_the_same_points_as_one(tmp_path, no_test_set)
            [(p["point"], p["val_accuracy"], p["val_loss"]) for p in b]
     assert all(not [k for k in json.loads((tmp_path / "two" / point_name(p["point"]) / "metrics.json").read_text())
                     if k.startswith("test")] for p in b)
+    asked = [json.loads((tmp_path / "two" / point_name(p["point"]) / "metrics.json").read_text())["threads"]["asked"]
+             for p in b]
+    assert asked == [share, share]
+
+
+def test_threads_is_checked_before_any_work(tmp_path):
+    result = sweep("--out", tmp_path / "s", "--lr", "0.1", "--threads", "none")
+    assert result.exit_code == 2 and "--threads 'none'" in result.output and not (tmp_path / "s").exists()

@@ -42,10 +42,17 @@ def test_full_batch_gd_and_a_deeper_net(tmp_path, mnist):
 
 
 def test_runs_are_reproducible(tmp_path, mnist):
+    """Bit for bit at a fixed count of BLAS threads; with auto (whose count follows the machine's load, and
+    OpenBLAS's sums depend on it) in the last bits only."""
     cfg = load_config(overrides={"limit": 500, "epochs": 2, "batch_size": 50})
-    a = train(cfg, get_backend("cpu"), *mnist, tmp_path / "a")
-    b = train(cfg, get_backend("cpu"), *mnist, tmp_path / "b")
+    a = train(cfg, get_backend("cpu"), *mnist, tmp_path / "a", threads=1)
+    b = train(cfg, get_backend("cpu"), *mnist, tmp_path / "b", threads=1)
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert a["threads"]["policy"] == "asked" and a["threads"]["steps_at"] == {"1": 20}
+    auto = train(cfg, get_backend("cpu"), *mnist, tmp_path / "auto")
+    assert auto["threads"]["asked"] == "auto" and sum(auto["threads"]["steps_at"].values()) == 20
+    assert [r["train_loss"] for r in auto["history"]] == pytest.approx([r["train_loss"] for r in a["history"]],
+                                                                       rel=1e-5)
 
 
 def test_train_writes_metrics_and_model(trained):
@@ -58,6 +65,16 @@ def test_train_writes_metrics_and_model(trained):
     assert metrics["device"].startswith("cpu") and 0 < metrics["test_accuracy"] <= 1
     assert (out / "model.npz").stat().st_size > 100_000
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    # The BLAS threads chosen (auto by default), in metrics.json and at the end of the summary line.
+    threads = metrics["threads"]
+    assert threads["asked"] == "auto" and sum(threads["steps_at"].values()) == 3 * metrics["steps_per_epoch"]
+    assert str(threads["threads"]) in threads["steps_at"] and "BLAS threads auto: " in result.stdout
+
+
+def test_bad_threads_is_one_clean_line_before_anything_is_made(tmp_path):
+    assert_clean_error(cli("train", "--device", "cpu", "--threads", "some", "--out", tmp_path / "r"),
+                       "--threads 'some': give a number of threads (1 or more) or auto")
+    assert not (tmp_path / "r").exists()
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
