@@ -8,6 +8,7 @@ import struct
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -23,6 +24,16 @@ runner = CliRunner()
 def cli(*args):
     """`gpunet ARGS...` through typer's CliRunner (arguments may be paths or numbers)."""
     return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_point_files(run_dir, curves=True):
+    """A sweep point's run directory holds metrics.json, model.npz, checkpoint.npz and, with `curves`, a drawn
+    curves.png (nothing else)."""
+    names = {"metrics.json", "model.npz", "checkpoint.npz"} | ({"curves.png"} if curves else set())
+    assert {p.name for p in run_dir.iterdir()} == names, run_dir
+    if curves:
+        with Image.open(run_dir / "curves.png") as image:
+            assert image.format == "PNG" and image.width >= 300 and np.asarray(image.convert("L")).std() > 10
 
 
 def assert_clean_error(result, *fragments):

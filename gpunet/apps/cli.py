@@ -181,6 +181,8 @@ def sweep(
                                             "folder there); the results come back here."),
     threads: str = typer.Option("auto", help=THREADS_HELP + " With --workers over 1, auto gives each worker its "
                                 "share of the cores (one each for 2 workers on 2 cores)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw each point's curves.png and the sweep's "
+                               "sweep.png."),
 ) -> None:
     """Train a grid of configs (every combination of the comma-separated values given, e.g. --lr 0.05,0.1
     --seed 0,1,2) and rank them on the validation split; the test set is never evaluated. Prints the best."""
@@ -188,7 +190,7 @@ def sweep(
     from gpunet.runs.sweep import run_sweep, sweep_report
 
     result = run_sweep(config, overrides, out, workers, device.value, dataset.value, data_dir, scheduler,
-                       say=typer.echo, threads=parse_threads(threads))
+                       say=typer.echo, threads=parse_threads(threads), plots=plots)
     for line in sweep_report(result):
         typer.echo(line)
     if result["status"] == "interrupted":

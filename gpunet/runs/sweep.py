@@ -6,10 +6,10 @@ no model of a sweep is ever evaluated on it). A point whose directory holds a fi
 or diverged) is skipped, so running the same command again continues a stopped sweep. The folder gets
 sweep.json (the points: config, validation accuracy and loss, best epoch, training seconds, run directory),
 sweep.csv (the same as a table) and sweep.png (validation accuracy against each swept key, the seeds' spread
-shown). Points run one after another, in `workers` spawned processes, or on a Dask cluster (`scheduler`, the
-gpunet[dask] extra) through its client's concurrent.futures executor. However it runs, a point trains in a scratch
-folder and comes back as its metrics and files, which this process writes into the point's run directory, so
-Dask workers need no disk shared with it.
+shown); each point's run directory gets its curves.png. Points run one after another, in `workers` spawned
+processes, or on a Dask cluster (`scheduler`, the gpunet[dask] extra) through its client's concurrent.futures
+executor. However it runs, a point trains in a scratch folder and comes back as its metrics and files, which this
+process writes into the point's run directory, so Dask workers need no disk shared with it.
 """
 
 from __future__ import annotations
@@ -90,11 +90,12 @@ def failure(error: Exception | str) -> dict[str, Any]:
     return {"error": str(error), "host": socket.gethostname()}
 
 
-def train_point(cfg: Config, backend: Backend, train_split: Split, dataset: str,
-                threads: int | str = "auto") -> dict[str, Any]:
+def train_point(cfg: Config, backend: Backend, train_split: Split, dataset: str, threads: int | str = "auto",
+                plots: bool = True) -> dict[str, Any]:
     """Train one point in a scratch folder, without a test set, its steps on `threads` BLAS threads: {"metrics",
-    "files" (file name -> bytes: metrics.json, model.npz, checkpoint.npz)}. A diverged point is a result too (status "diverged", its error in the metrics);
-    one that cannot train is `failure`."""
+    "files" (file name -> bytes: metrics.json, model.npz, checkpoint.npz, and with `plots` curves.png, drawn from
+    the history alone)}. A diverged point is a result too (status "diverged", its error in the metrics); one that
+    cannot train is `failure`."""
     with tempfile.TemporaryDirectory(prefix="gpunet-point-") as scratch:
         run_dir = Path(scratch)
         try:
@@ -105,6 +106,10 @@ def train_point(cfg: Config, backend: Backend, train_split: Split, dataset: str,
             if diverged is None or diverged["status"] != "diverged":
                 return failure(e)
             metrics = {**diverged, "error": str(e)}
+        if plots and metrics["history"]:  # a point that diverged in its first epoch has no curves
+            from gpunet.runs.plots import curves
+
+            curves(metrics["history"], run_dir / "curves.png", metrics.get("best_epoch"))
         return {"metrics": metrics, "files": {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}}
 
 
@@ -124,15 +129,15 @@ def _worker_split(dataset: str, data_dir: str | None) -> Split:
     return load_dataset(dataset, Path(data_dir) if data_dir else None, Console(file=io.StringIO()))[0]
 
 
-def _work(values: dict[str, Any], device: str, dataset: str, data_dir: str | None,
-          threads: int | str) -> dict[str, Any]:
+def _work(values: dict[str, Any], device: str, dataset: str, data_dir: str | None, threads: int | str,
+          plots: bool) -> dict[str, Any]:
     """One point in a worker (a local process or a Dask worker): the data found on its machine, its device."""
     cfg = Config(**values)
     try:
         backend, train_split = get_backend(device, cfg.dtype), _worker_split(dataset, data_dir)
     except GpunetError as e:
         return failure(e)
-    return train_point(cfg, backend, train_split, dataset, threads)
+    return train_point(cfg, backend, train_split, dataset, threads, plots)
 
 
 @contextlib.contextmanager
@@ -224,9 +229,12 @@ def write_results(points: list[dict[str, Any]], keys: list[str], out: Path, plot
 
 def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path, workers: int = 1, device: str = "cpu",
               dataset: str = "mnist", data_dir: Path | None = None, scheduler: str | None = None,
-              say: Callable[[str], None] = print, threads: int | str = "auto") -> dict[str, Any]:
+              say: Callable[[str], None] = print, threads: int | str = "auto", plots: bool = True) -> dict[str, Any]:
     """Train every point of the grid `values` (config key -> its values; one value fixes a key) on top of
-    `config` into `out`, skipping finished points; write sweep.json, sweep.csv and sweep.png. The points run here,
+    `config` into `out`, skipping finished points; write sweep.json, sweep.csv, and with `plots` sweep.png and each
+    new point's curves.png (without, a sweep.png left by an earlier run is removed: it would not match
+    sweep.json). `out` is made only once the points can run (the data loaded, or the cluster connected), so a
+    sweep refused before any work leaves nothing behind. The points run here,
     in `workers` local processes, or on the Dask cluster whose scheduler is at `scheduler` (tcp://HOST:PORT; its
     workers find the data on their own machines, `data_dir` naming a folder there). `threads`: each point's BLAS
     threads ('auto' or a count; with several local workers, 'auto' gives each its share of this machine's cores,
@@ -246,10 +254,9 @@ def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path
     # One backend per dtype, made here (--device cuda refused before any work) unless a cluster's workers run
     # the points: then each worker checks its own device.
     backends = {} if scheduler else {dt: get_backend(device, dt) for dt in dict.fromkeys(cfg.dtype for cfg in cfgs)}
-    make_dir(out, "sweep's folder")
     dirs = [out / point_name(point) for point in grid]
     done = {i: finished_metrics(d, cfg, dataset) for i, (d, cfg) in enumerate(zip(dirs, cfgs))}
-    todo = [i for i, m in done.items() if m is None]
+    todo = [i for i, m in done.items() if m is None]  # none when every point is finished: then `out` exists
     where = (f" on the Dask cluster at {scheduler}" if scheduler else
              f" in {workers} processes" if workers > 1 else "")
     say(f"sweep of {len(grid)} points into {out}/: {len(grid) - len(todo)} finished already, {len(todo)} to run"
@@ -280,15 +287,17 @@ def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path
 
     if todo and workers == 1 and scheduler is None:
         train_split = load_dataset(dataset, data_dir)[0]  # the test split is dropped here, never used
+        make_dir(out, "sweep's folder")
         for i in todo:
-            record(i, train_point(cfgs[i], backends[cfgs[i].dtype], train_split, dataset, threads))
+            record(i, train_point(cfgs[i], backends[cfgs[i].dtype], train_split, dataset, threads, plots))
             if status == "interrupted":
                 break
     elif todo:
         with point_pool(min(workers, len(todo)), scheduler) as (pool, lost):
+            make_dir(out, "sweep's folder")  # once connected: a cluster that is not there leaves no folder
             each = threads if scheduler else worker_threads(threads, min(workers, len(todo)))
             futures = {pool.submit(_work, cfgs[i].as_dict(), device, dataset,
-                                   None if data_dir is None else str(data_dir), each): i for i in todo}
+                                   None if data_dir is None else str(data_dir), each, plots): i for i in todo}
             try:
                 for future in as_completed(futures):
                     i = futures.pop(future)  # dropped once read: a Dask worker then frees the point's result
@@ -304,7 +313,9 @@ def run_sweep(config: str | Path | None, values: dict[str, list[Any]], out: Path
                 for future in futures:  # the points not started yet, after Ctrl-C or an error here
                     future.cancel()
     points = [results[i] for i in sorted(results)]
-    write_results(points, keys, out, plot=True)
+    write_results(points, keys, out, plot=plots)
+    if not plots:
+        (out / "sweep.png").unlink(missing_ok=True)
     return {"points": points, "keys": keys, "fixed": {k: v for k, v in grid[0].items() if k not in keys},
             "status": status, "failed": failed}
 

@@ -16,6 +16,7 @@ from gpunet.runs.config import parse_values
 from gpunet.errors import GpunetError
 from gpunet.core.threads import cores, worker_threads
 from gpunet.runs.sweep import expand_grid, point_name
+from helpers import assert_point_files
 
 runner = CliRunner()
 TINY = ("--device", "cpu", "--limit", "300", "--val-size", "500", "--epochs", "1")
@@ -101,6 +102,7 @@ def test_sweep_writes_its_results_resumes_and_never_reads_the_test_set(tmp_path,
         assert p["run_dir"] == str(out / point_name(p["point"]))
         assert metrics["val_accuracy"] == p["val_accuracy"]
         assert not [k for k in {**metrics, **p} if k.startswith("test")]  # no test figures anywhere
+        assert_point_files(out / point_name(p["point"]))
     assert sorted((p["config"]["lr"], p["config"]["seed"]) for p in points) == [(0.1, 0), (0.1, 1), (0.3, 0),
                                                                                  (0.3, 1)]
     best = max(points, key=lambda p: (p["val_accuracy"], -p["val_loss"]))
@@ -121,6 +123,28 @@ def test_sweep_writes_its_results_resumes_and_never_reads_the_test_set(tmp_path,
     assert len(json.loads((out / "sweep.json").read_text())) == 6
     for run_dir, stamp in stamps.items():
         assert (Path(run_dir) / "metrics.json").stat().st_mtime_ns == stamp  # finished points were not run again
+
+
+def test_no_plots_draws_no_png_and_removes_a_stale_sweep_png(tmp_path, no_test_set):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "sweep.png").write_bytes(b"a plot of an earlier sweep")
+    result = sweep("--out", out, "--lr", "0.1,0.2", "--no-plots")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["epochs=1_lr=0.1_limit=300_val_size=500",
+                                                     "epochs=1_lr=0.2_limit=300_val_size=500", "sweep.csv",
+                                                     "sweep.json"]
+    for p in json.loads((out / "sweep.json").read_text()):
+        assert p["status"] == "completed"
+        assert_point_files(Path(p["run_dir"]), curves=False)
+
+
+def test_a_dataset_that_cannot_load_leaves_no_folder(tmp_path, monkeypatch):
+    def nowhere(*args, **kwargs):
+        raise GpunetError("mnist is not on this machine and could not be downloaded")
+
+    monkeypatch.setattr(sweep_module, "load_dataset", nowhere)
+    assert_one_line_and_no_folder(tmp_path, ["--device", "cpu", "--lr", "0.1,0.2"], "mnist is not on this machine")
 
 
 def test_an_unfinished_point_is_run_again_and_a_foreign_one_refused(tmp_path, no_test_set):
@@ -146,6 +170,9 @@ def test_a_diverging_point_is_recorded_and_the_sweep_goes_on(tmp_path, no_test_s
     assert points[1e30]["status"] == "diverged" and points[1e30]["val_accuracy"] is None
     assert points[0.1]["status"] == "completed" and points[0.1]["val_accuracy"] > 0.3
     assert "diverged" in result.stdout
+    assert_point_files(Path(points[0.1]["run_dir"]))
+    assert points[1e30]["best_epoch"] is None  # it diverged in its first epoch: no history, no curves
+    assert not (Path(points[1e30]["run_dir"]) / "curves.png").exists()
 
 
 def test_two_worker_processes_give_the_same_points_as_one(tmp_path, no_test_set):
@@ -163,6 +190,8 @@ def test_two_worker_processes_give_the_same_points_as_one(tmp_path, no_test_set)
     asked = [json.loads((tmp_path / "two" / point_name(p["point"]) / "metrics.json").read_text())["threads"]["asked"]
              for p in b]
     assert asked == [share, share]
+    for p in b:
+        assert_point_files(tmp_path / "two" / point_name(p["point"]))  # drawn in the worker, written here
 
 
 def test_threads_is_checked_before_any_work(tmp_path):

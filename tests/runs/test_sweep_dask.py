@@ -22,7 +22,7 @@ from gpunet.runs import sweep as sweep_module
 from gpunet.runs.store import load_model
 from gpunet.core.backend import get_backend
 from gpunet.runs.sweep import point_name, run_sweep
-from helpers import assert_clean_error, cli
+from helpers import assert_clean_error, assert_point_files, cli
 
 needs_dask = pytest.mark.skipif(importlib.util.find_spec("distributed") is None,
                                 reason="Dask's distributed is not installed (pip install 'gpunet[dask]')")
@@ -120,7 +120,7 @@ def test_a_killed_worker_costs_one_retry_and_the_figures_equal_a_local_sweep(tmp
     remote_dir = tmp_path / "remote"
     assert len(json.loads((remote_dir / "sweep.json").read_text())) == 6 and (remote_dir / "sweep.png").exists()
     for name in names:
-        assert {p.name for p in (remote_dir / name).iterdir()} == {"metrics.json", "model.npz", "checkpoint.npz"}
+        assert_point_files(remote_dir / name)  # drawn on the worker, written here
 
     # The same sweep run here, one point after another with one BLAS thread: the same figures, bit for bit.
     threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -133,10 +133,16 @@ def test_a_killed_worker_costs_one_retry_and_the_figures_equal_a_local_sweep(tmp
     # Through the CLI: the same command skips every finished point; a wider grid runs only the new ones there.
     again = cli("sweep", *FLAGS, "--seed", "0,1,2", "--out", remote_dir, "--scheduler", address)
     assert again.exit_code == 0 and "6 finished already, 0 to run" in again.stdout, again.output
-    wider = cli("sweep", *FLAGS, "--seed", "0,1,2,3", "--out", remote_dir, "--scheduler", address)
+    wider = cli("sweep", *FLAGS, "--seed", "0,1,2,3", "--out", remote_dir, "--scheduler", address, "--no-plots")
     assert wider.exit_code == 0, wider.output
     assert f"6 finished already, 2 to run on the Dask cluster at {address}" in wider.stdout
     assert len(json.loads((remote_dir / "sweep.json").read_text())) == 8
+    assert not (remote_dir / "sweep.png").exists()  # it would show 6 of the 8 points
+    for name in names:
+        assert_point_files(remote_dir / name)  # finished points are kept as they were
+    for lr in ("0.05", "0.2"):
+        new = remote_dir / f"epochs=2_lr={lr}_seed=3_limit=4000_val_size=500"
+        assert_point_files(new, curves=False)
 
 
 @needs_dask
@@ -178,9 +184,11 @@ def test_an_unreachable_scheduler_is_one_line(tmp_path):
         result = cli("sweep", "--lr", "0.1,0.2", "--out", tmp_path / "s", "--scheduler", "tcp://127.0.0.1:9")
     assert_clean_error(result, "--scheduler tcp://127.0.0.1:9: cannot connect to a Dask scheduler there",
                        "start one with `dask scheduler`")
+    assert not (tmp_path / "s").exists()  # refused before the folder is made
 
 
 def test_scheduler_without_distributed_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # `import distributed` fails as if it were not installed
     result = cli("sweep", "--lr", "0.1,0.2", "--out", tmp_path / "s", "--scheduler", "tcp://127.0.0.1:9")
     assert_clean_error(result, f"--scheduler needs Dask's distributed: {pip_extra('dask')}")
+    assert not (tmp_path / "s").exists()
