@@ -110,19 +110,16 @@ def gradient_rows(device: str, dev32: Backend, cpu64: Backend) -> list[Row]:
 
 
 def train_steps(backend: Backend, optimizer: str, graph: bool = False) -> dict[str, np.ndarray]:
-    """STEPS steps of `optimizer` on the synthetic set; the host draws each epoch's order, so every device
-    sees the same batches. Returns the weights and the summed loss of the last epoch, on the host."""
+    """STEPS steps of `optimizer` on the synthetic set, in the training's batches (the same on every device). Returns the weights and the summed loss of the last epoch, on the host."""
     X, y = synthetic(STEP_SAMPLES, STEP_SIZES[0], seed=2)
     net = MLP(backend, STEP_SIZES, seed=5)
     step = TrainStep(net, make_optimizer(optimizer, backend, net.params), *on_device(backend, X, y), graph=graph)
-    starts = range(0, STEP_SAMPLES, STEP_BATCH)
-    for t in range(STEPS):
-        epoch, s = divmod(t, len(starts))
-        if s == 0:
-            perm = np.random.default_rng((0, epoch)).permutation(STEP_SAMPLES)
-            step.zero_sums()
-        idx = backend.asarray(perm[starts[s]:starts[s] + STEP_BATCH], dtype=np.int64)
-        step(idx, learning_rate(0.1 if optimizer == "momentum" else 0.01, "cosine", t, STEPS))
+    t = 0
+    for epoch in range(STEPS // math.ceil(STEP_SAMPLES / STEP_BATCH)):  # 4 epochs of 5 steps
+        step.zero_sums()
+        for _, idx in step.batches(STEP_BATCH, (0, epoch)):
+            step(idx, learning_rate(0.1 if optimizer == "momentum" else 0.01, "cosine", t, STEPS))
+            t += 1
     return {**net.state_dict(), "loss_sum": np.atleast_1d(backend.to_numpy(step.loss_sum)).astype(np.float64)}
 
 

@@ -205,7 +205,7 @@ def sweep(
 @app.command()
 def info() -> None:
     """Versions, and whether CuPy and a CUDA GPU are usable."""
-    from gpunet.core.backend import cuda_status
+    from gpunet.core.devices import cuda_status
 
     typer.echo(f"gpunet {__version__}")
     typer.echo(f"python {platform.python_version()} ({sys.executable})")

@@ -86,7 +86,6 @@ def test_cuda_graph_switch_is_off_on_the_cpu(rng, monkeypatch):
     assert step.graph is False
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("name", ["momentum", "adam"])
 def test_cuda_graph_replay_matches_eager_steps(gpu, rng, name):
     """Replayed steps (captured at the second step of each batch shape) equal eager ones on the GPU."""

@@ -238,7 +238,6 @@ def test_bench_against_sklearn_prints_the_table(capsys):
         assert 50 < float(row[-2].rstrip("%")) <= 100  # one epoch already learns: test accuracy, not chance
 
 
-@pytest.mark.gpu
 def test_cupy_arrays_stay_on_the_gpu(gpu, digits):
     cupy = gpu.xp
     X_train, X_test, y_train, y_test = digits
@@ -255,7 +254,6 @@ def test_cupy_arrays_stay_on_the_gpu(gpu, digits):
     np.testing.assert_array_equal(copy.predict(cupy.asarray(X_test / 16)).get(), pred.get())
 
 
-@pytest.mark.gpu
 def test_cuda_matches_cpu(gpu, digits):
     X_train, X_test, y_train, _ = digits
     kw = dict(max_iter=3, random_state=0, dtype="float64")
