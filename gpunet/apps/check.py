@@ -42,6 +42,7 @@ class Row:
     value: float | None  # None: not a finite number
     tolerance: float
     passed: bool
+    error: str | None = None  # what raised, when the step could not run
 
 
 def row(name: str, value: float, tolerance: float) -> Row:
@@ -125,8 +126,10 @@ def train_steps(backend: Backend, optimizer: str, graph: bool = False) -> dict[s
 
 def difference_text(row: dict[str, Any]) -> str:
     """A check row's value, the relative difference it measured, as the report prints it ("not finite" where
-    JSON holds null)."""
-    return "not finite" if row["value"] is None else f"{row['value']:.2e}"
+    JSON holds null, "error" where the step raised)."""
+    if row["value"] is None:
+        return "error" if row.get("error") else "not finite"
+    return f"{row['value']:.2e}"
 
 
 def largest_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
@@ -191,14 +194,19 @@ def environment(backend: Backend) -> dict[str, Any]:
     return {k: v for k, v in env.items() if v not in ({}, None)}
 
 
-def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0,
-              threads: int | str = "auto") -> dict[str, Any]:
-    """Every check on `device`: {"device", "description", "environment", "checks": [rows], "graph", "speed",
-    "passed"}; "graph" says whether the device records CUDA graphs (and so whether replay was checked)."""
+def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0, threads: int | str = "auto",
+              full: bool = False) -> dict[str, Any]:
+    """Every check on `device` (with `full`, then the steps of `gpunet.apps.proof`): {"device", "description",
+    "environment", "checks": [rows], "graph", "speed", "passed"}; "graph" says whether the device records CUDA
+    graphs (and so whether replay was checked)."""
     backend = get_backend(device, "float32")
     cpu64 = get_backend("cpu", "float64")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a broken device shows in the rows
         rows = gradient_rows(device, backend, cpu64) + step_rows(backend, cpu64)
+        if full:
+            from gpunet.apps.proof import full_rows
+
+            rows += full_rows(backend)
     return {"device": backend.name, "description": backend.describe(), "environment": environment(backend),
             "checks": [asdict(r) for r in rows], "graph": backend.can_capture,
             "speed": speed(backend, samples, seconds, threads), "passed": all(r.passed for r in rows)}
@@ -216,6 +224,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     for r in rows:
         lines.append(f"  {r['name']:<{name_w}}  {difference_text(r):>9}  {r['tolerance']:>9.0e}  "
                      f"{'PASS' if r['passed'] else 'FAIL'}")
+    lines += [f"  {r['name']}: {r['error']}" for r in rows if r.get("error")]
     if not report["graph"]:
         lines.append(f"  (CUDA-graph replay: not checked, {report['device']} records no graphs)")
     s = report["speed"]
