@@ -128,13 +128,13 @@ class Stream:
         self.cuda.streams.append(self)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *args: Any) -> None:
         if self.capturing:
             raise RuntimeError("stand-in: a stream left while capturing (cudaErrorStreamCaptureUnmatched)")
         self.cuda.streams.remove(self)
 
     def begin_capture(self, mode: Any = None) -> None:
-        if self.cuda.current() is not self:
+        if self.cuda.streams[-1] is not self:
             raise RuntimeError("stand-in: capture must begin on the current stream, as CuPy's kernels go there")
         self.cuda.cupy.ledger.begin_capture()
         self.capturing = True
@@ -200,11 +200,8 @@ class Cuda:
         s.cuda = self
         return s
 
-    def current(self) -> Stream:
-        return self.streams[-1]
-
     def get_current_stream(self, device_id: int = -1) -> Stream:
-        return self.current()
+        return self.streams[-1]
 
     def get_elapsed_time(self, start_event: Event, end_event: Event) -> float:
         """Milliseconds between two recorded events."""
@@ -263,6 +260,9 @@ class Cupy(StrictNumpy):
         self.random = Random(self.ledger)
         self.cuda, self.cublas = Cuda(self), Cublas(self)
         self.pool = MemoryPool(self.ledger)
+
+    def array(self, obj: Any, dtype: Any = None) -> ndarray:
+        return self.asarray(obj, dtype)
 
     def is_available(self) -> bool:
         return True
