@@ -111,7 +111,8 @@ def gradient_rows(device: str, dev32: Backend, cpu64: Backend) -> list[Row]:
 
 
 def train_steps(backend: Backend, optimizer: str, graph: bool = False) -> dict[str, np.ndarray]:
-    """STEPS steps of `optimizer` on the synthetic set, in the training's batches (the same on every device). Returns the weights and the summed loss of the last epoch, on the host."""
+    """STEPS steps of `optimizer` on the synthetic set, in the training's batches (the same on every device).
+    Returns the weights and the summed loss of the last epoch, on the host."""
     X, y = synthetic(STEP_SAMPLES, STEP_SIZES[0], seed=2)
     net = MLP(backend, STEP_SIZES, seed=5)
     step = TrainStep(net, make_optimizer(optimizer, backend, net.params), *on_device(backend, X, y), graph=graph)

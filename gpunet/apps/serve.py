@@ -200,7 +200,7 @@ def answer(net: MLP, body: bytes, is_json: bool) -> dict[str, Any]:
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is reported below
             proba = probabilities(net, x.reshape(1, -1))[0]  # (k,)
-    except Exception as e:  # noqa: BLE001  the device's failure (CuPy's OutOfMemoryError, a CUDA error), not the input's
+    except Exception as e:  # noqa: BLE001  the device failed (CuPy's OutOfMemoryError, a CUDA error), not the input
         raise BadRequest(503, f"the {net.backend.name} device failed ({type(e).__name__}: {e}); retry later",
                          {"retry-after": "1"}) from None
     if not np.isfinite(proba).all():

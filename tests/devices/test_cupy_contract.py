@@ -51,7 +51,8 @@ def doc_signature(obj):
             continue
         decl, _, default = part.partition("=")
         name = decl.split()[-1].lstrip("*")
-        kind = inspect.Parameter.VAR_POSITIONAL if decl.strip().startswith("*") else inspect.Parameter.POSITIONAL_OR_KEYWORD
+        kind = inspect.Parameter.VAR_POSITIONAL if decl.strip().startswith("*") else \
+            inspect.Parameter.POSITIONAL_OR_KEYWORD
         params.append(inspect.Parameter(name, kind, default=ast.literal_eval(default.strip()) if default else
                                         inspect.Parameter.empty))
     return inspect.Signature(params)
