@@ -134,3 +134,20 @@ def test_colsum_updates_its_output_in_place_through_gemv(standin, rng):
     got = b.colsum(b.asarray(M), b.asarray(np.ones(6)), out)
     assert got is out
     np.testing.assert_allclose(b.to_numpy(out), M.sum(axis=0))
+
+
+def test_a_capture_that_raises_ends_the_capture(standin):
+    """CudaBackend.capture ends the stream's capture when `fn` raises, so the device is usable again."""
+    b = get_backend("cuda")
+    x = b.asarray(np.ones(3))
+
+    def broken():
+        x.__imul__(2)
+        raise ValueError("in the captured function")
+
+    with pytest.raises(ValueError, match="captured function"):
+        b.capture(broken)
+    assert standin.ledger.tape is None and standin.cuda.get_current_stream() is standin.cuda.streams[0]
+    replay = b.capture(lambda: x.__imul__(3))
+    replay()
+    np.testing.assert_array_equal(b.to_numpy(x), [3, 3, 3])

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from devices.strict import Ledger, StrictArray, StrictNumpy, op, replay
+from devices.strict import Generator, Ledger, StrictArray, StrictNumpy, op, replay
 
 VERSION = "14.2.0"  # the CuPy whose signatures these are
 NAME = b"CuPy stand-in (NumPy)"
@@ -242,9 +242,7 @@ class Random:
     def __init__(self, ledger: Ledger):
         self.ledger = ledger
 
-    def default_rng(self, seed: Any = None) -> Any:
-        from devices.strict import Generator
-
+    def default_rng(self, seed: Any = None) -> Generator:
         return Generator(np.random.Generator(np.random.Philox(seed)), self.ledger)
 
 
