@@ -13,7 +13,6 @@ It takes seconds on a GPU and well under a minute on a CPU.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import tempfile
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from rich.console import Console
 
 from gpunet.apps.check import TOLERANCE, Row, largest_difference, row, synthetic
 from gpunet.core.backend import Backend, get_backend
@@ -54,7 +52,7 @@ def train_run(backend: Backend, out: Path, epochs: int, graph: bool = False, res
     before = os.environ.get(GRAPH_ENV)
     os.environ[GRAPH_ENV] = "1" if graph else "0"
     try:
-        train(cfg, backend, digits(TRAIN, 11), digits(TEST, 12), out, Console(file=io.StringIO()),
+        train(cfg, backend, digits(TRAIN, 11), digits(TEST, 12), out,  # silent: no reporter
               resume=None if resume is None else load_checkpoint(resume / "checkpoint.npz"), classes=CLASSES)
     finally:
         if before is None:
