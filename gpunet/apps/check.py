@@ -19,7 +19,7 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -196,18 +196,16 @@ def environment(backend: Backend) -> dict[str, Any]:
 
 
 def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0, threads: int | str = "auto",
-              full: bool = False) -> dict[str, Any]:
-    """Every check on `device` (with `full`, then the steps of `gpunet.apps.proof`): {"device", "description",
-    "environment", "checks": [rows], "graph", "speed", "passed"}; "graph" says whether the device records CUDA
-    graphs (and so whether replay was checked)."""
+              more: Callable[[Backend], list[Row]] | None = None) -> dict[str, Any]:
+    """Every check on `device`, then the rows of `more(backend)` (`gpunet check --full`: gpunet.apps.proof's):
+    {"device", "description", "environment", "checks": [rows], "graph", "speed", "passed"}; "graph" says
+    whether the device records CUDA graphs (and so whether replay was checked)."""
     backend = get_backend(device, "float32")
     cpu64 = get_backend("cpu", "float64")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a broken device shows in the rows
         rows = gradient_rows(device, backend, cpu64) + step_rows(backend, cpu64)
-        if full:
-            from gpunet.apps.proof import full_rows
-
-            rows += full_rows(backend)
+        if more is not None:
+            rows += more(backend)
     return {"device": backend.name, "description": backend.describe(), "environment": environment(backend),
             "checks": [asdict(r) for r in rows], "graph": backend.can_capture,
             "speed": speed(backend, samples, seconds, threads), "passed": all(r.passed for r in rows)}

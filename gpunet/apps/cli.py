@@ -374,7 +374,9 @@ def check(
     from gpunet.apps.check import difference_text, report_lines, run_check
     from gpunet.core.threads import parse_threads
 
-    report = run_check(device.value, samples, seconds, parse_threads(threads), full)
+    if full:
+        from gpunet.apps.proof import full_rows
+    report = run_check(device.value, samples, seconds, parse_threads(threads), full_rows if full else None)
     typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
     failed = [r for r in report["checks"] if not r["passed"]]
     for r in failed:
