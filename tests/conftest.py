@@ -1,43 +1,82 @@
-"""Shared fixtures: a `backend` parametrised over cpu and cuda (cuda marked `gpu`, skipped without a GPU), the
-bundled MNIST loaded once, one trained run shared by every test that only needs *a* run, and the tiny IDX
-dataset of the data tests. Helper functions live in helpers.py."""
+"""Shared fixtures: a `backend` parametrised over cpu and cuda, cuda both on a real GPU (marked `gpu`, skipped
+without one) and on the CuPy stand-in (`standin`); the bundled MNIST loaded once, one trained run shared by every
+test that only needs *a* run, and the tiny IDX dataset of the data tests. Helper functions live in helpers.py."""
 
+import functools
 import gzip
 import hashlib
+import sys
 
 import numpy as np
 import pytest
 
 from gpunet.core.backend import get_backend
+from gpunet.core.devices import import_cupy
 from gpunet.data.load import load_mnist
 from gpunet.data.datasets import DataFile
 from gpunet.errors import GpunetError
 from helpers import cli, idx_bytes
+from devices.cupy_standin import Cupy
 
 
-def cuda_or_skip(dtype: str = "float32"):
+@functools.lru_cache(maxsize=None)
+def real_cuda() -> str | None:
+    """None where the real CuPy finds a usable GPU, else why not."""
     try:
-        return get_backend("cuda", dtype)
+        import_cupy()
     except GpunetError as e:
-        pytest.skip(f"no usable CUDA device: {e}")
+        return str(e)
+    return None
 
 
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def backend(request):
-    """A float32 backend for each device."""
-    return get_backend("cpu") if request.param == "cpu" else cuda_or_skip()
-
-
-@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-def backend64(request):
-    """A float64 backend for each device (gradient checks)."""
-    return get_backend("cpu", "float64") if request.param == "cpu" else cuda_or_skip("float64")
+# The cuda device twice: "cuda" is the real CuPy on a GPU (marked `gpu`: `pytest -m gpu` runs only these, the
+# proof on a GPU machine; skipped without one), "standin" the real CudaBackend on the CuPy stand-in, everywhere.
+CUDA_PARAMS = [pytest.param("cuda", marks=pytest.mark.gpu), "standin"]
 
 
 @pytest.fixture
-def gpu():
-    """The float32 cuda backend, or a skip (use with @pytest.mark.gpu)."""
-    return cuda_or_skip()
+def standin(monkeypatch):
+    """A fresh CuPy stand-in (devices/cupy_standin.py) installed as `cupy`, `cupy.cublas` and `cupy.cuda`."""
+    cupy = Cupy()
+    for name, module in (("cupy", cupy), ("cupy.cublas", cupy.cublas), ("cupy.cuda", cupy.cuda)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return cupy
+
+
+def cuda_backend(request, dtype: str = "float32"):
+    """The cuda backend of `request.param`: on the real GPU (or a skip), or on the stand-in."""
+    if request.param == "standin":
+        request.getfixturevalue("standin")
+    elif real_cuda() is not None:
+        pytest.skip(f"no usable CUDA device: {real_cuda()}")
+    return get_backend("cuda", dtype)
+
+
+@pytest.fixture(params=["cpu", *CUDA_PARAMS])
+def backend(request):
+    """A float32 backend for each device."""
+    return get_backend("cpu") if request.param == "cpu" else cuda_backend(request)
+
+
+@pytest.fixture(params=["cpu", *CUDA_PARAMS])
+def backend64(request):
+    """A float64 backend for each device (gradient checks)."""
+    return get_backend("cpu", "float64") if request.param == "cpu" else cuda_backend(request, "float64")
+
+
+@pytest.fixture(params=CUDA_PARAMS)
+def gpu(request):
+    """The float32 cuda backend, on the real GPU (or a skip) and on the stand-in."""
+    return cuda_backend(request)
+
+
+@pytest.fixture
+def real_gpu():
+    """The float32 cuda backend on a real GPU, or a skip: for what the stand-in cannot reach (another process).
+    Mark its tests `gpu`."""
+    if real_cuda() is not None:
+        pytest.skip(f"no usable CUDA device: {real_cuda()}")
+    return get_backend("cuda")
 
 
 @pytest.fixture

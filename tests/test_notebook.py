@@ -76,6 +76,6 @@ def test_notebook_runs_on_the_strict_device():
 
 
 @pytest.mark.gpu
-def test_notebook_runs_on_the_gpu(gpu):
+def test_notebook_runs_on_the_gpu(real_gpu):
     out = execute(notebook("cuda"))
     assert "cuda (" in out and "test accuracy" in out

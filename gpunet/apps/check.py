@@ -19,7 +19,7 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,6 +42,7 @@ class Row:
     value: float | None  # None: not a finite number
     tolerance: float
     passed: bool
+    error: str | None = None  # what raised, when the step could not run
 
 
 def row(name: str, value: float, tolerance: float) -> Row:
@@ -110,26 +111,26 @@ def gradient_rows(device: str, dev32: Backend, cpu64: Backend) -> list[Row]:
 
 
 def train_steps(backend: Backend, optimizer: str, graph: bool = False) -> dict[str, np.ndarray]:
-    """STEPS steps of `optimizer` on the synthetic set; the host draws each epoch's order, so every device
-    sees the same batches. Returns the weights and the summed loss of the last epoch, on the host."""
+    """STEPS steps of `optimizer` on the synthetic set, in the training's batches (the same on every device).
+    Returns the weights and the summed loss of the last epoch, on the host."""
     X, y = synthetic(STEP_SAMPLES, STEP_SIZES[0], seed=2)
     net = MLP(backend, STEP_SIZES, seed=5)
     step = TrainStep(net, make_optimizer(optimizer, backend, net.params), *on_device(backend, X, y), graph=graph)
-    starts = range(0, STEP_SAMPLES, STEP_BATCH)
-    for t in range(STEPS):
-        epoch, s = divmod(t, len(starts))
-        if s == 0:
-            perm = np.random.default_rng((0, epoch)).permutation(STEP_SAMPLES)
-            step.zero_sums()
-        idx = backend.asarray(perm[starts[s]:starts[s] + STEP_BATCH], dtype=np.int64)
-        step(idx, learning_rate(0.1 if optimizer == "momentum" else 0.01, "cosine", t, STEPS))
+    t = 0
+    for epoch in range(STEPS // math.ceil(STEP_SAMPLES / STEP_BATCH)):  # 4 epochs of 5 steps
+        step.zero_sums()
+        for _, idx in step.batches(STEP_BATCH, (0, epoch)):
+            step(idx, learning_rate(0.1 if optimizer == "momentum" else 0.01, "cosine", t, STEPS))
+            t += 1
     return {**net.state_dict(), "loss_sum": np.atleast_1d(backend.to_numpy(step.loss_sum)).astype(np.float64)}
 
 
 def difference_text(row: dict[str, Any]) -> str:
     """A check row's value, the relative difference it measured, as the report prints it ("not finite" where
-    JSON holds null)."""
-    return "not finite" if row["value"] is None else f"{row['value']:.2e}"
+    JSON holds null, "error" where the step raised)."""
+    if row["value"] is None:
+        return "error" if row.get("error") else "not finite"
+    return f"{row['value']:.2e}"
 
 
 def largest_difference(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> float:
@@ -194,14 +195,17 @@ def environment(backend: Backend) -> dict[str, Any]:
     return {k: v for k, v in env.items() if v not in ({}, None)}
 
 
-def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0,
-              threads: int | str = "auto") -> dict[str, Any]:
-    """Every check on `device`: {"device", "description", "environment", "checks": [rows], "graph", "speed",
-    "passed"}; "graph" says whether the device records CUDA graphs (and so whether replay was checked)."""
+def run_check(device: str = "auto", samples: int = 60_000, seconds: float = 2.0, threads: int | str = "auto",
+              more: Callable[[Backend], list[Row]] | None = None) -> dict[str, Any]:
+    """Every check on `device`, then the rows of `more(backend)` (`gpunet check --full`: gpunet.apps.proof's):
+    {"device", "description", "environment", "checks": [rows], "graph", "speed", "passed"}; "graph" says
+    whether the device records CUDA graphs (and so whether replay was checked)."""
     backend = get_backend(device, "float32")
     cpu64 = get_backend("cpu", "float64")
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # a broken device shows in the rows
         rows = gradient_rows(device, backend, cpu64) + step_rows(backend, cpu64)
+        if more is not None:
+            rows += more(backend)
     return {"device": backend.name, "description": backend.describe(), "environment": environment(backend),
             "checks": [asdict(r) for r in rows], "graph": backend.can_capture,
             "speed": speed(backend, samples, seconds, threads), "passed": all(r.passed for r in rows)}
@@ -219,6 +223,7 @@ def report_lines(report: dict[str, Any]) -> list[str]:
     for r in rows:
         lines.append(f"  {r['name']:<{name_w}}  {difference_text(r):>9}  {r['tolerance']:>9.0e}  "
                      f"{'PASS' if r['passed'] else 'FAIL'}")
+    lines += [f"  {r['name']}: {r['error']}" for r in rows if r.get("error")]
     if not report["graph"]:
         lines.append(f"  (CUDA-graph replay: not checked, {report['device']} records no graphs)")
     s = report["speed"]

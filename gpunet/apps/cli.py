@@ -205,7 +205,7 @@ def sweep(
 @app.command()
 def info() -> None:
     """Versions, and whether CuPy and a CUDA GPU are usable."""
-    from gpunet.core.backend import cuda_status
+    from gpunet.core.devices import cuda_status
 
     typer.echo(f"gpunet {__version__}")
     typer.echo(f"python {platform.python_version()} ({sys.executable})")
@@ -363,6 +363,8 @@ def check(
     samples: int = typer.Option(60_000, min=128, help="Synthetic samples of the speed line (MNIST's 60,000)."),
     threads: str = typer.Option("auto", help="BLAS threads of the speed line's steps: a count, or auto (as "
                                 "`gpunet train` chooses them)."),
+    full: bool = typer.Option(False, "--full", help="Then the proof for a new GPU machine: 2 epochs of train eagerly "
+                              "and as a CUDA graph, a resume, evaluate, a serve request and a short bench."),
 ) -> None:
     """Check gpunet on this machine: environment, gradients against central differences, float32 against a
     float64 CPU reference, 20 training steps against the CPU, CUDA-graph replay against eager steps (cuda), and
@@ -372,7 +374,9 @@ def check(
     from gpunet.apps.check import difference_text, report_lines, run_check
     from gpunet.core.threads import parse_threads
 
-    report = run_check(device.value, samples, seconds, parse_threads(threads))
+    if full:
+        from gpunet.apps.proof import full_rows
+    report = run_check(device.value, samples, seconds, parse_threads(threads), full_rows if full else None)
     typer.echo(json.dumps(report, indent=2) if json_out else "\n".join(report_lines(report)))
     failed = [r for r in report["checks"] if not r["passed"]]
     for r in failed:

@@ -59,7 +59,8 @@ LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # Host names always allowed
 
 
 class BadRequest(Exception):
-    """A request the client must fix: answered with `status` and {"error": message} (and `headers`)."""
+    """A request answered with `status` and {"error": message} (and `headers`): one the client must fix (4xx), or
+    one the device failed (503)."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
         super().__init__(message)
@@ -185,20 +186,25 @@ class Gate:
 
 
 def answer(net: MLP, body: bytes, is_json: bool) -> dict[str, Any]:
-    """The prediction for one request body (run in a worker thread); BadRequest for any failure of the input."""
+    """The prediction for one request body (run in a worker thread); BadRequest for any failure of the input, and
+    503 for a failure of the device (out of memory, a CUDA error), which is not the input's."""
     try:
         image = grey_from_json(body) if is_json else decode_image(body, "request body")
         x = image_input(image, "request body")  # (28, 28) in [0, 1]
-        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is reported below
-            proba = probabilities(net, x.reshape(1, -1))[0]  # (k,)
-        if not np.isfinite(proba).all():
-            raise GpunetError("the network's output is not finite for this input")
     except BadRequest:
         raise
     except GpunetError as e:
         raise BadRequest(422 if is_json else 400, str(e)) from None
     except Exception as e:  # noqa: BLE001  hostile input: whatever fails, the client gets one line, not a 500
         raise BadRequest(422 if is_json else 400, f"cannot use this input ({type(e).__name__}: {e})") from None
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite output is reported below
+            proba = probabilities(net, x.reshape(1, -1))[0]  # (k,)
+    except Exception as e:  # noqa: BLE001  the device failed (CuPy's OutOfMemoryError, a CUDA error), not the input
+        raise BadRequest(503, f"the {net.backend.name} device failed ({type(e).__name__}: {e}); retry later",
+                         {"retry-after": "1"}) from None
+    if not np.isfinite(proba).all():
+        raise BadRequest(422 if is_json else 400, "the network's output is not finite for this input")
     return {"top": int(proba.argmax()), "probabilities": [round(float(p), 6) for p in proba],
             "image": np.round(x, 3).tolist()}
 
@@ -207,6 +213,7 @@ def create_app(net: MLP, info: dict[str, Any], hosts: Iterable[str] = LOCAL_HOST
                max_decodes: int = MAX_DECODES) -> Gate:
     """The app serving `net` behind its Gate; `info` is what GET /api/model answers, `hosts` the Host names
     it answers to."""
+    probabilities(net, np.zeros((1, net.sizes[0]), np.float32))  # warm-up: on cuda, compiles the kernels now
     app = FastAPI(title="gpunet", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     decoding = [0]  # requests in the worker threads now

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,7 @@ from gpunet.core import reference
 from gpunet.core.backend import Backend
 from gpunet.core.model import MLP, gemm_flops  # gemm_flops: the bench modules import it from here
 from gpunet.core.optim import make_optimizer
-from gpunet.core.step import TrainStep
+from gpunet.core.step import TrainStep, batches
 from gpunet.core.threads import blas_threads
 
 LR, MOMENTUM = 0.1, 0.9
@@ -67,15 +66,9 @@ class Plain:
 
     def epoch(self, e: int) -> tuple[float, float]:
         xp, d, B = self.backend.xp, self.data, self.B
-        steps = math.ceil(d.m / B)
-        perm = None if steps == 1 else self.backend.permutation(d.m, (0, e))
         loss_sum, correct = xp.zeros((), d.X.dtype), xp.zeros((), xp.int64)
-        for s in range(steps):
-            if perm is None:
-                X, Y, y = d.X, d.Y, d.y
-            else:
-                idx = perm[s * B:(s + 1) * B]
-                X, Y, y = d.X[idx], d.Y[idx], d.y[idx]
+        for _, idx in batches(self.backend, d.m, B, (0, e)):
+            X, Y, y = (d.X, d.Y, d.y) if idx is None else (d.X[idx], d.Y[idx], d.y[idx])
             Z, A = reference.forward(xp, self.W, self.b, X)
             loss_sum += reference.loss(xp, A[-1], Y) * X.shape[0]
             correct += (A[-1].argmax(axis=1) == y).sum()

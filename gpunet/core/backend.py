@@ -1,20 +1,20 @@
-"""The compute backend: NumPy on the CPU or CuPy on a CUDA GPU, chosen once and passed explicitly.
+"""The compute backend: NumPy on the CPU or CuPy on a CUDA GPU, chosen once (`get_backend`) and passed explicitly.
 
-Everything device-specific lives here. The equations in `model.py` and `optim.py` only use
-`backend.xp`, so one copy of the math runs on both. Host <-> device moves happen only through
-`asarray` and `to_numpy`. CuPy is imported lazily, and only when the cuda device is asked for.
+This is the device interface. The equations in `model.py` and `optim.py` only use `backend.xp` and the
+backend's products, so one copy of the math runs on both. Host <-> device moves happen only through `asarray`
+and `to_numpy`. CuPy is imported lazily (`devices.import_cupy`), and only when the cuda device is asked for;
+finding it and describing the GPU live in `devices.py`.
 """
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
+import sys
 from types import ModuleType
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from gpunet.core.devices import CupyMissing, gpu_info, import_cupy
 from gpunet.errors import GpunetError
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -60,13 +60,11 @@ class Backend:
     def synchronize(self) -> None:
         """Wait for queued device work; call before reading a clock."""
 
-    def rng(self, seed: int | tuple[int, ...]) -> Any:
-        """A seeded random generator that draws on the device (used for shuffling)."""
-        return self.xp.random.default_rng(list(seed) if isinstance(seed, tuple) else seed)
-
     def permutation(self, n: int, seed: int | tuple[int, ...]) -> Any:
-        """A random permutation of range(n), drawn and kept on the device."""
-        return self.xp.argsort(self.rng(seed).random(n))
+        """A random permutation of range(n) (int64, on the device), drawn on the host with NumPy from `seed` (a
+        run's seed and epoch, say) and copied over, so every device, and a resume on another one, sees the same."""
+        order = np.argsort(np.random.default_rng(list(seed) if isinstance(seed, tuple) else seed).random(n))
+        return self.asarray(order, dtype=np.int64)
 
     def take_rows(self, a: Any, idx: Any, out: Any) -> Any:
         """out[i] = a[idx[i]]: gather a batch into a preallocated array (idx must be in range)."""
@@ -191,7 +189,8 @@ class CudaBackend(Backend):
         return self.cublas.gemm(ta, tb, a, b, out=out, beta=beta)
 
     def colsum(self, M: Any, ones: Any, out: Any, beta: float = 0.0) -> Any:
-        return self.cublas.gemv("T", M, ones, out=out, beta=beta)
+        self.cublas.gemv("T", 1.0, M, ones, beta, out)  # out := 1 M^T ones + beta out, in place
+        return out
 
     def describe(self) -> str:
         info = gpu_info(self.xp)
@@ -222,83 +221,12 @@ def get_backend(device: str = "auto", dtype: str = "float32") -> Backend:
         return CpuBackend(dtype)
     try:
         return CudaBackend(import_cupy(), dtype)
-    except GpunetError:
+    except CupyMissing:
         if device == "auto":
             return CpuBackend(dtype)
         raise
-
-
-def import_cupy() -> ModuleType:
-    """CuPy, once it has imported and found a usable GPU; GpunetError saying what is missing otherwise."""
-    try:
-        import cupy
-    except ImportError as e:
-        if e.name == "cupy":
-            raise GpunetError(f"CuPy is not installed, so --device cuda cannot run: {install_hint()}") from None
-        raise GpunetError(f"CuPy is installed but failed to import ({e}); reinstall it: {install_hint()}") from None
-    except Exception as e:  # CuPy raises assorted errors when its CUDA libraries are broken
-        raise GpunetError(f"CuPy failed to import ({e}); reinstall it: {install_hint()}") from None
-    try:
-        available = cupy.is_available()
-    except Exception:
-        available = False
-    if not available:
-        raise GpunetError(
-            "CuPy is installed but found no usable CUDA GPU or driver; "
-            "check `nvidia-smi`, or run with --device cpu"
-        )
-    return cupy
-
-
-def cuda_status() -> str:
-    """One line on CuPy and the GPU, for `gpunet info`: versions and memory, or what is missing."""
-    try:
-        cupy = import_cupy()
-        g = gpu_info(cupy)
-    except Exception as e:  # GpunetError, or a driver error while reading the device's properties
-        return f"cupy/cuda not usable: {e}"
-    return (f"cupy {cupy.__version__}\ngpu {g['name']}, {g['memory_gib']} GiB ({g['free_gib']} free), compute "
-            f"capability {g['compute_capability']}, CUDA runtime {g['cuda_runtime']}, driver supports CUDA "
-            f"{g['cuda_driver']}")
-
-
-def driver_cuda_major() -> int | None:
-    """The CUDA major version the NVIDIA driver supports, from `nvidia-smi`, or None."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    m = re.search(r"CUDA Version:\s*(\d+)", out)
-    return int(m.group(1)) if m else None
-
-
-def install_hint() -> str:
-    """The pip command that installs CuPy for this machine's CUDA major version."""
-    from gpunet.install import pip_extra
-
-    major = driver_cuda_major()
-    if major in (12, 13):
-        return pip_extra(f"cuda{major}")
-    return f"{pip_extra('cuda12')} (CUDA 12 driver) or {pip_extra('cuda13')} (CUDA 13 driver), not both"
-
-
-def gpu_info(cupy: ModuleType) -> dict[str, Any]:
-    """Name, memory and CUDA versions of the current GPU."""
-    dev = cupy.cuda.Device()
-    props = cupy.cuda.runtime.getDeviceProperties(dev.id)
-    name = props["name"]
-    free, total = dev.mem_info
-    return {
-        "name": name.decode() if isinstance(name, bytes) else str(name),
-        "memory_gib": round(total / 2**30, 1),
-        "free_gib": round(free / 2**30, 1),
-        "cuda_runtime": _cuda_version(cupy.cuda.runtime.runtimeGetVersion()),
-        "cuda_driver": _cuda_version(cupy.cuda.runtime.driverGetVersion()),
-        "compute_capability": dev.compute_capability,
-    }
-
-
-def _cuda_version(v: int) -> str:
-    return f"{v // 1000}.{v % 1000 // 10}"
+    except GpunetError as e:  # CuPy is there but unusable: say why auto runs on the CPU
+        if device == "auto":
+            print(f"--device auto: using the cpu, as {e}", file=sys.stderr)
+            return CpuBackend(dtype)
+        raise

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from gpunet.core.backend import Backend
 from gpunet.core.model import MLP, Workspace
 from gpunet.core.optim import Optimizer
 
@@ -49,6 +50,17 @@ class Buffers:
         if a is None:
             a = self.arrays[key] = self.xp.empty(shape, dtype)
         return a
+
+
+def batches(backend: Backend, n: int, B: int, seed: tuple[int, ...],
+            first: int = 0) -> Iterator[tuple[int, Array | None]]:
+    """One epoch over n rows in batches of B: (s, idx) for steps s = first, ..., idx (B,) a slice of the epoch's
+    permutation, drawn on the host from `seed` (`Backend.permutation`), so every device and a resumed run see the
+    same batches; idx is None for the single step of the full batch."""
+    steps = math.ceil(n / B)
+    perm = None if steps == 1 else backend.permutation(n, seed)
+    for s in range(first, steps):
+        yield s, None if perm is None else perm[s * B:(s + 1) * B]
 
 
 class TrainStep:
@@ -78,13 +90,8 @@ class TrainStep:
         return self.loss_sum, self.correct
 
     def batches(self, B: int, seed: tuple[int, ...], first: int = 0) -> Iterator[tuple[int, Array | None]]:
-        """One epoch in batches of B: (s, idx) for steps s = first, ..., idx a slice of a permutation of the
-        training rows drawn on the device from `seed` (None for the single step of the full batch)."""
-        n = self.X.shape[0]
-        steps = math.ceil(n / B)
-        perm = None if steps == 1 else self.backend.permutation(n, seed)
-        for s in range(first, steps):
-            yield s, None if perm is None else perm[s * B:(s + 1) * B]
+        """One epoch of the training set in batches of B (see `batches`)."""
+        return batches(self.backend, self.X.shape[0], B, seed, first)
 
     def __call__(self, idx: Array | None, lr: float) -> None:
         self.opt.t += 1

@@ -140,12 +140,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         hidden = self._check_params()
         X, y = self._validate(X, y, reset=first)
         check_classification_targets(y)
+        if classes is not None:  # on the host, CuPy arrays too
+            classes = np.unique(classes.get() if on_gpu(classes) else np.asarray(classes))
         if first:
-            self.classes_ = np.unique(classes.get() if on_gpu(classes) else np.asarray(classes))
+            self.classes_ = classes
             self.loss_curve_, self.best_loss_ = [], np.inf
             self.validation_scores_ = self.best_validation_score_ = None
-        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
-            raise ValueError(f"`classes={np.unique(classes)!r}` is not the same as on the first call to "
+        elif classes is not None and not np.array_equal(classes, self.classes_):
+            raise ValueError(f"`classes={classes!r}` is not the same as on the first call to "
                              f"partial_fit, {self.classes_!r}.")
         unseen = np.setdiff1d(y, self.classes_)
         if unseen.size:

@@ -331,3 +331,28 @@ def test_phone_viewport_and_finger(server, browser, tmp_path):
     assert page.evaluate("window.scrollY") == 0  # drawing did not scroll the page
     page.screenshot(path=tmp_path / "serve-phone.png", full_page=True)
     context.close()
+
+
+class OutOfMemoryError(MemoryError):
+    """As cupy.cuda.memory.OutOfMemoryError: a MemoryError subclass."""
+
+
+def test_a_device_failure_is_a_503_not_the_inputs_fault(trained_run, standin, monkeypatch):
+    """On cuda: the kernels run once when the app is made (not in the first request's thread), and the device
+    running out of memory is a 503 JSON line, not a 400 "cannot use this input"."""
+    net, header = load_model(trained_run / "model.npz", get_backend("cuda"))
+    app = create_app(net, describe_model(trained_run / "model.npz", net, header))
+    assert standin.ledger.gets == 1  # the warm-up's forward pass
+    with TestClient(app, base_url="http://localhost") as c:
+        drawn = {"content": png_bytes(ink_on_paper(np.eye(28, dtype=np.uint8) * 255)),
+                 "headers": {"content-type": "image/png"}}
+        assert c.post("/api/predict", **drawn).status_code == 200
+
+        def out_of_memory(*args, **kwargs):
+            raise OutOfMemoryError("Out of memory allocating 512 bytes (allocated so far: 16 GiB).")
+
+        monkeypatch.setattr(standin.cublas, "gemm", out_of_memory)
+        r = c.post("/api/predict", **drawn)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.json() == {"error": "the cuda device failed (OutOfMemoryError: Out of memory allocating 512 bytes "
+                                 "(allocated so far: 16 GiB).); retry later"}

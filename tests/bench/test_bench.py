@@ -167,9 +167,9 @@ def test_gemm_floor_takes_the_faster_shapes(monkeypatch):
     assert timing.gemm_floor(cpu, 128, 60000, (784, 128, 10))[0] == 150.0 and asked == [128]
 
 
-def test_contenders_train_the_same_net(tmp_path):
-    """gpunet's step and the plain reference, same init and shuffles, agree to float64 rounding."""
-    be = get_backend("cpu", "float64")
+def test_contenders_train_the_same_net(backend64):
+    """gpunet's step and the plain reference, same init and shuffles, agree to float64 rounding on every device."""
+    be = backend64
     data = load_data(be, 300)
     init = MLP(be, seed=0).state_dict()
     start = {k: v.copy() for k, v in init.items()}
@@ -178,7 +178,7 @@ def test_contenders_train_the_same_net(tmp_path):
         for e in (1, 2):
             assert g.epoch(e) == pytest.approx(p.epoch(e), rel=1e-10)
         for k in init:
-            np.testing.assert_allclose(g.net.params[k], p.p[k], rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(be.to_numpy(g.net.params[k]), be.to_numpy(p.p[k]), rtol=1e-10, atol=1e-12)
             assert np.array_equal(init[k], start[k])  # every contender starts from the same, untouched weights
 
 
@@ -248,3 +248,27 @@ def test_torch_follows_gpunets_recipe():
     for l, layer in enumerate(layers, start=1):
         np.testing.assert_allclose(layer.weight.detach().numpy().T, net.params[f"W{l}"], rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(layer.bias.detach().numpy(), net.params[f"b{l}"], rtol=1e-9, atol=1e-12)
+
+
+def test_the_gpu_floor_is_a_graph_timed_by_cuda_events(standin, monkeypatch):
+    """On cuda the floor's products are captured once and replayed, each timing between two CUDA events."""
+    from gpunet.bench import timing
+
+    backend = get_backend("cuda")
+    captured, recorded = [], []
+    capture, record = type(backend).capture, standin.cuda.Event.record
+    monkeypatch.setattr(type(backend), "capture", lambda self, fn: captured.append(fn) or capture(self, fn))
+    monkeypatch.setattr(standin.cuda.Event, "record", lambda self, stream=None: recorded.append(self) or record(self))
+    gflops, seconds = timing.gemm_floor(backend, 128, 60000, (784, 128, 10), min_seconds=0)
+    assert len(captured) == 1 and len(recorded) == 2 * 5 and gflops > 0 and seconds > 0
+
+
+def test_bench_on_cuda(standin, tmp_path):
+    """The bench's gpunet (eager and as a CUDA graph) and numpy contenders on cuda."""
+    for graph in ([], ["--cuda-graph"]):
+        result = runner.invoke(app, ["bench", "--device", "cuda", "--batch-sizes", "64,full", "--epochs", "1",
+                                     "--limit", "256", "--contenders", "gpunet,numpy", "--no-memory", *graph,
+                                     "--json", str(tmp_path / "b.json")])
+        assert result.exit_code == 0, result.output
+        rows = json.loads((tmp_path / "b.json").read_text())["results"]
+        assert {(r["contender"], r["batch"]) for r in rows} >= {("gpunet", 64), ("numpy", 64)}, rows

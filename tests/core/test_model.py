@@ -115,7 +115,6 @@ def test_from_state_dict_refuses_broken_chains():
         MLP.from_state_dict(CPU64, {k: v for k, v in state.items() if k != "b2"})
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("optimizer", ["gd", "momentum", "adam"])
 def test_gpu_matches_cpu(optimizer, rng, gpu):
     """The same weights and batch on cpu and cuda: same forward, backward, and weights after 10 steps."""

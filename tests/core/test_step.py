@@ -86,7 +86,6 @@ def test_cuda_graph_switch_is_off_on_the_cpu(rng, monkeypatch):
     assert step.graph is False
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("name", ["momentum", "adam"])
 def test_cuda_graph_replay_matches_eager_steps(gpu, rng, name):
     """Replayed steps (captured at the second step of each batch shape) equal eager ones on the GPU."""
@@ -107,3 +106,19 @@ def test_cuda_graph_replay_matches_eager_steps(gpu, rng, name):
     for k, v in nets[False][0].items():
         np.testing.assert_allclose(nets[True][0][k], v, rtol=1e-5, atol=1e-6)
     assert nets[True][1] == pytest.approx(nets[False][1], rel=1e-5)
+
+
+def test_every_device_sees_the_same_batches(gpu):
+    """The epoch's permutation is drawn on the host from (seed, epoch): the same batches on cpu and cuda (the
+    stand-in's own generator, as cuRAND's, draws differently from NumPy's), resumed or not."""
+    from gpunet.core.backend import get_backend
+    from gpunet.core.step import batches
+
+    cpu = get_backend("cpu")
+    for first in (0, 3):
+        want = [(s, cpu.to_numpy(i)) for s, i in batches(cpu, 1000, 128, (7, 2), first)]
+        got = [(s, gpu.to_numpy(i)) for s, i in batches(gpu, 1000, 128, (7, 2), first)]
+        assert [s for s, _ in got] == [s for s, _ in want] == list(range(first, 8))
+        for (_, a), (_, b) in zip(got, want):
+            np.testing.assert_array_equal(a, b)
+    assert list(batches(gpu, 100, 100, (7, 2))) == [(0, None)]

@@ -27,12 +27,37 @@ from gpunet.core.backend import Backend
 class Ledger:
     """What a strict device saw: syncs (implicit reads), gets (to_numpy), refused conversions."""
 
-    def __init__(self):
+    def __init__(self, array: type | None = None):
+        self.array = array or StrictArray  # the type of this device's arrays
         self.syncs = 0
+        self.allocated = 0  # bytes of the arrays made (none is freed: a CuPy pool's view)
+        self.allocator: Callable[[int], Any] | None = None  # where the bytes come from instead, when set
         self.gets = 0
         self.refused: list[str] = []
         self.tape: list[tuple[Callable, tuple, dict, Any]] | None = None  # recording a graph when not None
         self.saved: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # during capture: memory before it, to restore
+
+    def new(self, a: np.ndarray) -> "StrictArray":
+        """A device array made from `a`, its memory counted (or asked of `allocator`)."""
+        if self.allocator is None:
+            self.allocated += a.nbytes
+        else:
+            self.allocator(a.nbytes)
+        return self.array(a, self)
+
+    def begin_capture(self) -> None:
+        """Start recording device operations instead of keeping their results (CUDA stream capture)."""
+        if self.tape is not None:
+            raise RuntimeError("strict device: a capture is already under way")
+        self.tape, self.saved = [], {}
+
+    def end_capture(self) -> list[tuple[Callable, tuple, dict, Any]]:
+        """Stop recording, put back the memory the recorded operations wrote, and return their tape."""
+        tape = self.tape
+        for root, before in self.saved.values():
+            root[...] = before
+        self.tape, self.saved = None, {}
+        return tape
 
     def refuse(self, what: str) -> TypeError:
         self.refused.append(what)
@@ -108,13 +133,13 @@ class StrictArray:
     ndim = property(lambda self: self._a.ndim)
     size = property(lambda self: self._a.size)
     nbytes = property(lambda self: self._a.nbytes)
-    T = property(lambda self: StrictArray(self._a.T, self._ledger))
+    T = property(lambda self: self._ledger.array(self._a.T, self._ledger))
 
     def __len__(self) -> int:
         return len(self._a)
 
     def __iter__(self):
-        return (StrictArray(np.asarray(r), self._ledger) for r in self._a)
+        return (self._ledger.array(np.asarray(r), self._ledger) for r in self._a)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or name in ("data", "ctypes", "flat", "tobytes", "tofile", "base"):
@@ -181,9 +206,9 @@ def wrap(x: Any, ledger: Ledger, given: dict[int, StrictArray]) -> Any:
     become 0-d device arrays, as CuPy's reductions return."""
     if isinstance(x, np.ndarray):
         same = given.get(id(x))
-        return StrictArray(x, ledger) if same is None else same
+        return ledger.new(x) if same is None else same
     if isinstance(x, np.generic):
-        return StrictArray(np.asarray(x), ledger)
+        return ledger.new(np.asarray(x))
     if isinstance(x, (list, tuple)):
         return type(x)(wrap(v, ledger, given) for v in x)
     return x
@@ -245,7 +270,7 @@ class StrictNumpy:
         """Host data -> a device array (a copy, as a host -> device transfer is); device arrays pass through."""
         if isinstance(a, StrictArray):
             return a if dtype is None or a.dtype == dtype else a.astype(dtype)
-        return StrictArray(np.array(a, dtype=dtype), self.ledger)
+        return self.ledger.new(np.array(a, dtype=dtype))
 
     array = asarray
 
@@ -272,14 +297,11 @@ class StrictBackend(Backend):
     def capture(self, fn: Callable[[], None]) -> Callable[[], None]:
         """Record the device operations of `fn()`; as in CUDA stream capture, they do not run now (the arrays
         they wrote are restored afterwards), only on replay."""
-        self.ledger.tape, self.ledger.saved = [], {}
+        self.ledger.begin_capture()
         try:
             fn()
-            tape = self.ledger.tape
         finally:
-            for root, before in self.ledger.saved.values():
-                root[...] = before
-            self.ledger.tape, self.ledger.saved = None, {}
+            tape = self.ledger.end_capture()
         return lambda: replay(self.ledger, tape)
 
     def describe(self) -> str:

@@ -286,7 +286,6 @@ def test_check_cuda_without_a_gpu_is_one_clean_line(monkeypatch):
     assert result.stderr.strip().startswith("error: CuPy is not installed") and "Traceback" not in result.output
 
 
-@pytest.mark.gpu
 def test_check_passes_on_the_gpu(gpu):
     result = cli("check", "--device", "cuda", "--json")
     assert result.exit_code == 0, result.output

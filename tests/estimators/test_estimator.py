@@ -238,7 +238,6 @@ def test_bench_against_sklearn_prints_the_table(capsys):
         assert 50 < float(row[-2].rstrip("%")) <= 100  # one epoch already learns: test accuracy, not chance
 
 
-@pytest.mark.gpu
 def test_cupy_arrays_stay_on_the_gpu(gpu, digits):
     cupy = gpu.xp
     X_train, X_test, y_train, y_test = digits
@@ -255,7 +254,6 @@ def test_cupy_arrays_stay_on_the_gpu(gpu, digits):
     np.testing.assert_array_equal(copy.predict(cupy.asarray(X_test / 16)).get(), pred.get())
 
 
-@pytest.mark.gpu
 def test_cuda_matches_cpu(gpu, digits):
     X_train, X_test, y_train, _ = digits
     kw = dict(max_iter=3, random_state=0, dtype="float64")
@@ -266,3 +264,15 @@ def test_cuda_matches_cpu(gpu, digits):
         cuda_plain = MLPClassifier(device="cuda", **kw).fit(X_train / 16, y_train)
     assert cuda[-1].device_ == "cuda" and cuda.score(X_test, digits[3]) > 0.8
     np.testing.assert_allclose(cuda_plain.predict_proba(X_test / 16), cpu.predict_proba(X_test / 16), atol=1e-9)
+
+
+def test_partial_fit_takes_cupy_classes_on_every_call(gpu, digits):
+    cupy = gpu.xp
+    X_train, _, y_train, _ = digits
+    X, y, classes = cupy.asarray(X_train / 16), cupy.asarray(y_train), cupy.asarray(np.arange(10))
+    clf = MLPClassifier(random_state=0)
+    for _ in range(2):
+        clf.partial_fit(X, y, classes=classes)
+    assert clf.n_iter_ == 2 and clf.classes_.tolist() == list(range(10)) and clf.device_ == "cuda"
+    with pytest.raises(ValueError, match="not the same as on the first call"):
+        clf.partial_fit(X, y, classes=cupy.asarray(np.arange(11)))

@@ -30,3 +30,21 @@ def test_evaluate_confusion_matrix_matches_accuracy(trained_run, mnist):
     assert table.exit_code == 0
     assert f"accuracy {100 * report['accuracy']:.2f}%" in table.stdout
     assert "confusion matrix (rows: true class, columns: predicted class)" in table.stdout
+
+
+def test_evaluate_reads_nothing_from_the_device(standin, mnist):
+    """`evaluate` keeps its promise on CuPy's rules (bincount there reads the device twice): no read until the
+    caller's one `to_numpy`, and the same counts as on the CPU."""
+    from gpunet.core.backend import get_backend
+    from gpunet.core.model import MLP
+    from gpunet.data.load import DeviceData
+    from gpunet.runs.evaluate import evaluate
+
+    counts = {}
+    for device in ("cpu", "cuda"):
+        backend = get_backend(device)
+        scores = evaluate(MLP(backend, seed=1), DeviceData(backend, mnist[1], 500))
+        assert device == "cpu" or (standin.ledger.syncs, standin.ledger.refused) == (0, [])
+        counts[device] = backend.to_numpy(scores.confusion)
+    assert counts["cpu"].sum() == 500
+    np.testing.assert_array_equal(counts["cuda"], counts["cpu"])
