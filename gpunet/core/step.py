@@ -87,9 +87,7 @@ class TrainStep:
             yield s, None if perm is None else perm[s * B:(s + 1) * B]
 
     def __call__(self, idx: Array | None, lr: float) -> None:
-        self.opt.t += 1
-        self.replay_or_run(idx, self.opt.coefficients(lr, self.opt.t))
-        self.opt.flush()
+        self.opt.advance(lr, self.replay_or_run, idx)
 
     def replay_or_run(self, idx: Array | None, coefs: tuple[float, ...]) -> None:
         if not self.graph:
