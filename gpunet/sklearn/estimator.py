@@ -210,7 +210,7 @@ class BaseMLP(BaseEstimator):
 
     def _warn_if_nothing_learned(self, step: TrainStep) -> None:
         """A RuntimeWarning when every hidden unit of a ReLU layer was off in the last batch, or (classifier) when
-        the loss stayed at that of predicting the class frequencies."""
+        the loss ended no lower than that of predicting the class frequencies (log k for k balanced classes)."""
         net = self._net
         dead = []
         if self.activation == "relu" and step.workspaces:
@@ -222,8 +222,8 @@ class BaseMLP(BaseEstimator):
             warnings.warn(f"every unit of hidden layer {dead[0]} is 0 (dead ReLU) on the last batch: the fit learned "
                           "nothing; scale the features (e.g. StandardScaler) or lower learning_rate_init",
                           RuntimeWarning, stacklevel=3)
-        elif self._prior_loss is not None and self.loss_ > 0.98 * self._prior_loss:
-            warnings.warn(f"the training loss {self.loss_:.4f} stayed near {self._prior_loss:.4f}, that of "
+        elif self._prior_loss and self.loss_ > 0.98 * self._prior_loss:  # None or 0 (one class): nothing to learn
+            warnings.warn(f"the training loss {self.loss_:.4g} is not below {self._prior_loss:.4g}, that of "
                           "predicting the class frequencies: the fit learned nothing; scale the features (e.g. "
                           "StandardScaler) or change learning_rate_init", RuntimeWarning, stacklevel=3)
 
