@@ -251,12 +251,11 @@ class BaseMLP(BaseEstimator):
 
     def export_onnx(self, path: str | Path) -> None:
         """Write the fitted network to `path` as ONNX (see gpunet.runs.export): its activation and output, and
-        classes_ as the class names (output names for the regressor)."""
+        classes_ as the class names (the output indices for the regressor); the graph's output is what
+        predict_proba (predict for the regressor) returns."""
         from gpunet.runs.export import save_onnx
 
-        names = list(getattr(self, "classes_", range(self.n_outputs_)))
-        if self.out_activation_ == "logistic" and len(names) == 2 and self.n_outputs_ == 1:
-            names = names[1:]  # binary: the one output is the probability of classes_[1]
+        names = list(getattr(self, "classes_", range(self.n_outputs_)))  # binary: the graph gives [1 - p, p]
         save_onnx(Path(path), self.state_dict(), names, {"input_scale": "as given"}, activation=self.activation,
                   output=self.out_activation_)
 
