@@ -362,7 +362,7 @@ class BaseMLP(BaseEstimator):
             self.best_validation_score_, self.best_loss_ = -np.inf, None
         else:
             self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
-        self._best = {k: backend.xp.array(P) for k, P in self._net.params.items()}
+        self._best = {k: P.copy() for k, P in self._net.params.items()}
 
     def _resume(self, backend: Backend) -> None:
         """The device net and optimizer on `backend`, rebuilt from the host state after unpickling or a move."""
@@ -373,7 +373,7 @@ class BaseMLP(BaseEstimator):
         opt_state = opt.state_dict() if net is not None and opt is not None else self.__dict__.pop("_opt_state", None)
         self._net = MLP.from_state_dict(backend, self.state_dict(), self.activation, self.out_activation_)
         self._net.floor = float(np.finfo(backend.dtype).eps)
-        self._best = {k: backend.xp.array(P) for k, P in self._net.params.items()}
+        self._best = {k: P.copy() for k, P in self._net.params.items()}
         self._opt = None
         if opt_state is not None:
             self._opt = self._optimizer(backend)
