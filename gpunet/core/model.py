@@ -104,12 +104,13 @@ class MLP:
         return Workspace(self.backend.xp, self.sizes, m, self.W[1].dtype, self.activation)
 
     def forward(self, X: Array, ws: Workspace | None = None) -> Workspace:
-        """X (m, n_0) -> ws with A[0] = X and Z[1], A[1], ..., Z[L], A[L] (A[L] = the outputs)."""
+        """X (m, n_0), dense or sparse, -> ws with A[0] = X and Z[1], A[1], ..., Z[L], A[L] (A[L] = the outputs)."""
         xp, gemm = self.backend.xp, self.backend.gemm
         ws = ws or self.workspace(X.shape[0])
         ws.A[0] = X
         for l in range(1, self.L + 1):
-            Z = gemm(ws.A[l - 1], self.W[l], out=ws.Z[l])  # Z_l = A_{l-1} @ W_l   (m, n_l)
+            Z = (sparse_gemm if l == 1 and is_sparse(X) else gemm)(ws.A[l - 1], self.W[l], out=ws.Z[l])
+            #                                              Z_l = A_{l-1} @ W_l   (m, n_l)
             Z += self.b[l]                                  #       + b_l
             if l < self.L:
                 self.f.forward(xp, Z, ws.A[l])              # A_l = f(Z_l)          (m, n_l)
@@ -128,7 +129,8 @@ class MLP:
         ones = ws.ones[:ws.m]
         dZ = delta(xp, ws.A[L], Y, m or ws.m, out=ws.dZ[L])  # dZ_L = (A_L - Y) / m   (m, n_L)
         for l in range(L, 0, -1):
-            gemm(ws.A[l - 1].T, dZ, out=dW[l], beta=beta)  # dW_l = A_{l-1}.T @ dZ_l   (n_{l-1}, n_l)
+            (sparse_gemm if l == 1 and is_sparse(ws.A[0]) else gemm)(ws.A[l - 1].T, dZ, out=dW[l], beta=beta)
+            #                                               dW_l = A_{l-1}.T @ dZ_l   (n_{l-1}, n_l)
             colsum(dZ, ones, out=db[l], beta=beta)          # db_l = 1^T dZ_l          (n_l,)
             if l > 1:
                 dA = gemm(dZ, self.W[l].T, out=ws.dZ[l - 1])  # dA_{l-1} = dZ_l @ W_l.T   (m, n_{l-1})
@@ -186,6 +188,21 @@ def sizes_of(state: dict[str, np.ndarray]) -> tuple[int, ...]:
             raise ValueError(f"W{l} {W.shape} and b{l} {b.shape} do not follow a layer of width {sizes[-1]}")
         sizes.append(W.shape[1])
     return tuple(sizes)
+
+
+def is_sparse(X: Array) -> bool:
+    """Whether X is a scipy.sparse or cupyx.scipy.sparse matrix (the first layer's input may be)."""
+    return hasattr(X, "tocsr")
+
+
+def sparse_gemm(A: Any, B: Array, out: Array, beta: float = 0.0) -> Array:
+    """out := A @ B + beta out for a sparse A: the sparse library's product, then a copy into `out`."""
+    if beta:
+        out *= beta
+        out += A @ B
+    else:
+        out[...] = A @ B
+    return out
 
 
 def one_hot(xp: Any, labels: Array, num_classes: int, dtype: Any) -> Array:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from gpunet.core.model import MLP, Workspace
+from gpunet.core.model import MLP, Workspace, is_sparse
 from gpunet.core.optim import Optimizer
 
 Array = Any
@@ -61,6 +61,7 @@ class TrainStep:
         self.net, self.opt, self.backend, self.alpha = net, opt, net.backend, alpha
         xp = self.backend.xp
         self.X, self.Y, self.y = X, Y, y  # (n, 784), (n, 10) one-hot, (n,) labels, on the device
+        self.sparse = is_sparse(X)  # X may be a scipy.sparse (cupyx.scipy.sparse) CSR matrix
         self.buf = Buffers(xp)
         self.workspaces: dict[int, Workspace] = {}  # rows (batch or chunk size) -> the equations' arrays
         self.dW = [None] + [xp.empty_like(W) for W in net.W[1:]]  # the batch's gradients, summed over its chunks
@@ -143,6 +144,10 @@ class TrainStep:
         """Rows start:stop of the batch (X, Y, y): views of the training set for the full batch, else gathered
         into reused arrays."""
         y = self.y
+        if self.sparse:  # a sparse X's rows: the sparse library's gather (a new matrix)
+            rows = slice(start, stop) if idx is None else idx[start:stop]
+            X, Y = self.X[rows], self.Y[rows]
+            return X, Y, None if y is None else y[rows]
         if idx is None:
             return self.X[start:stop], self.Y[start:stop], None if y is None else y[start:stop]
         idx, m, take, buf = idx[start:stop], stop - start, self.backend.take_rows, self.buf

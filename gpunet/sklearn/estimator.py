@@ -36,7 +36,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, c
 from gpunet.core.activations import ACTIVATIONS
 from gpunet.core.backend import DEVICES, DTYPES, Backend, get_backend
 from gpunet.core.init import glorot_uniform
-from gpunet.core.model import MLP
+from gpunet.core.model import MLP, is_sparse
 from gpunet.core.optim import SGD, Adam, Optimizer
 from gpunet.core.step import TrainStep
 
@@ -48,6 +48,19 @@ RATES = ("constant", "invscaling", "adaptive")
 def on_gpu(a: Any) -> bool:
     """Whether `a` is a CuPy array (detected without importing CuPy)."""
     return type(a).__module__.startswith("cupy")
+
+
+def to_device(backend: Backend, X: Any) -> Array:
+    """X on the backend's device in its dtype: a dense array, or for scipy.sparse X a CSR matrix (scipy's on the
+    CPU, cupyx.scipy.sparse's on cuda), so the first layer's products use the sparse matrix."""
+    if not is_sparse(X):
+        return backend.asarray(X)
+    X = X.astype(backend.dtype).tocsr()  # rows gathered per batch: CSR
+    if backend.name == "cpu" or on_gpu(X):
+        return X
+    import cupyx.scipy.sparse  # cuda: CuPy is there
+
+    return cupyx.scipy.sparse.csr_matrix(X)
 
 
 class BaseMLP(BaseEstimator):
@@ -128,7 +141,7 @@ class BaseMLP(BaseEstimator):
             if len(val) < 2:
                 raise ValueError("The validation set is too small. Increase 'validation_fraction' or the size of "
                                  "your dataset.")
-        Xd, Yd = backend.asarray(X), backend.asarray(Y)  # one move to the device
+        Xd, Yd = to_device(backend, X), backend.asarray(Y)  # one move to the device
         if val is not None:
             t, v = backend.asarray(train, dtype=np.int64), backend.asarray(val, dtype=np.int64)
             Xd, Yd, val = Xd[t], Yd[t], (Xd[v], self._val_targets(Y, val))
@@ -237,7 +250,7 @@ class BaseMLP(BaseEstimator):
         net = self.__dict__.get("_net")
         if net is None or net.backend != backend:
             net = MLP.from_state_dict(backend, self.state_dict(), self.activation, self.out_activation_)
-        return net.predict_proba(backend.asarray(X)), backend
+        return net.predict_proba(to_device(backend, X)), backend
 
     # --- weights and export ------------------------------------------------------------------------------------
 
@@ -271,7 +284,7 @@ class BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     # --- internals ---------------------------------------------------------------------------------------------
@@ -309,7 +322,8 @@ class BaseMLP(BaseEstimator):
         """Checked X (and y as a host array). NumPy-like X goes through scikit-learn's validate_data; a CuPy X
         stays on the GPU, checked for shape, feature count and finite values there."""
         if not on_gpu(X):
-            return validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset, **kw)
+            return validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset, accept_sparse=["csr", "csc"],
+                                 **kw)
         if X.ndim != 2:
             raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}")
         if reset:

@@ -82,3 +82,21 @@ def test_warm_start_and_partial_fit_are_scikit_learns(data):
     assert ours.n_iter_ == theirs.n_iter_ and ours.t_ == theirs.t_
     np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
     np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_fit_is_scikit_learns(data, fmt):
+    """Sparse X (the first layer's products on the sparse matrix) fits as scikit-learn fits it, and as dense X."""
+    import scipy.sparse
+
+    X, y = data["digits"]
+    Xs = scipy.sparse.csr_matrix(X) if fmt == "csr" else scipy.sparse.csc_matrix(X)
+    params = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0, solver="sgd", alpha=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs, ours = SkClassifier(**params).fit(Xs, y), MLPClassifier(device="cpu", **params).fit(Xs, y)
+        dense = MLPClassifier(device="cpu", **params).fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-6)
+    np.testing.assert_allclose(ours.loss_curve_, dense.loss_curve_, rtol=1e-10)
+    np.testing.assert_allclose(ours.predict_proba(Xs), theirs.predict_proba(Xs), atol=1e-5)
