@@ -7,8 +7,8 @@ Gemm computes A @ W + b, the model's Z_l = A_{l-1} @ W_l + b_l with W_l stored (
 Hidden activations relu, tanh, logistic, identity are Relu, Tanh, Sigmoid, Identity; outputs softmax, logistic,
 identity are Softmax(axis=1), Sigmoid, Identity. A single logistic unit with two class names (a binary
 classifier) ends in Concat(1 - p, p), so "probabilities" has a column per class; an identity output is named
-"predictions". The class (or output) names go into the model's metadata as a JSON list under "classes". `onnx` is an optional extra
-(pip install 'gpunet[onnx]'); it is imported only here.
+"predictions". The class (or output) names go into the model's metadata as a JSON list under "classes". `onnx`
+is an optional extra (pip install 'gpunet[onnx]'); it is imported only here.
 """
 
 from __future__ import annotations

@@ -158,7 +158,7 @@ class BaseMLP(BaseEstimator):
             with np.errstate(over="ignore", invalid="ignore"):  # a diverging fit is reported below instead
                 for batch in gen_batches(n, B):
                     step(order[batch], self._lr if self.solver == "sgd" else self.learning_rate_init)
-                loss = float(backend.to_numpy(loss_sum)) / n  # the epoch's one read of the loss
+                loss = backend.to_floats([loss_sum])[0] / n  # the epoch's one read of the loss
             self.n_iter_ += 1
             self.loss_ = loss
             self.t_ += n
@@ -228,9 +228,8 @@ class BaseMLP(BaseEstimator):
         dead = []
         if self.activation == "relu" and step.workspaces:
             ws = next(reversed(step.workspaces.values()))
-            xp = net.backend.xp
-            dead = net.backend.to_numpy(xp.stack([(ws.A[l] > 0).any() for l in range(1, net.L)])).tolist()
-            dead = [l for l, alive in enumerate(dead, start=1) if not alive]
+            alive = net.backend.to_floats([(ws.A[l] > 0).any() for l in range(1, net.L)])  # one device read
+            dead = [l for l, a in enumerate(alive, start=1) if not a]
         if dead:
             warnings.warn(f"every unit of hidden layer {dead[0]} is 0 (dead ReLU) on the last batch: the fit learned "
                           "nothing; scale the features (e.g. StandardScaler) or lower learning_rate_init",

@@ -116,7 +116,8 @@ def test_partial_fit_rules(digits):
         clf.partial_fit(X_train, y_train, classes=np.arange(5))
     for _ in range(3):
         clf.partial_fit(X_train / 16, y_train)
-    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 4 and clf.loss_curve_[-1] < clf.loss_curve_[1]  # as scikit-learn's
+    # n_iter_ counts the epochs of the last call, as scikit-learn's
+    assert clf.n_iter_ == 1 and len(clf.loss_curve_) == 4 and clf.loss_curve_[-1] < clf.loss_curve_[1]
 
 
 def test_stopping_rules(digits):
