@@ -467,17 +467,22 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def predict_proba(self, X: Array) -> Array:
         """Class probabilities (n_samples, n_classes), columns in the order of classes_; CuPy for CuPy input."""
         A, backend = self._forward(X)
-        if self.n_outputs_ == 1:  # binary: [1 - p, p]
-            A = backend.xp.concatenate([1 - A, A], axis=1)
-        return A if on_gpu(X) else backend.to_numpy(A)
+        P = self._columns(A, backend)
+        return P if on_gpu(X) else backend.to_numpy(P)
+
+    def _columns(self, A: Array, backend: Backend) -> Array:
+        """The outputs as one probability column per class: a binary net's one unit p as [1 - p, p]."""
+        return backend.xp.concatenate([1 - A, A], axis=1) if self.n_outputs_ == 1 else A
 
     def predict_log_proba(self, X: Array) -> Array:
-        P = self.predict_proba(X)
-        return np.log(P, out=P) if isinstance(P, np.ndarray) else P.__array_namespace__().log(P)
+        """log(predict_proba(X)), on the device of X."""
+        A, backend = self._forward(X)
+        P = backend.xp.log(self._columns(A, backend))
+        return P if on_gpu(X) else backend.to_numpy(P)
 
     def predict(self, X: Array) -> Array:
         """The predicted classes (n_samples,), or the indicator matrix for multilabel y; a CuPy array for CuPy
-        input with numeric labels of one output."""
+        input with several numeric classes (softmax), else NumPy."""
         A, backend = self._forward(X)
         if on_gpu(X) and self.out_activation_ == "softmax" and self.classes_.dtype.kind in "biuf":
             return backend.asarray(self.classes_, dtype=self.classes_.dtype)[A.argmax(axis=1)]

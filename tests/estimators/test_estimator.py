@@ -173,6 +173,7 @@ def test_binary_multilabel_and_regression_outputs(digits):
     P = binary.predict_proba(X)
     assert P.shape == (len(X), 2) and set(binary.predict(X)) <= {False, True}
     np.testing.assert_allclose(P.sum(axis=1), 1)
+    np.testing.assert_allclose(binary.predict_log_proba(X), np.log(P))
     assert multi.coefs_[-1].shape == (8, 3) and multi.predict(X).shape == Y.shape
     assert set(np.unique(multi.predict(X))) <= {0, 1}
     assert reg.out_activation_ == "identity" and reg.predict(X).shape == (len(X),) and reg.score(X, y_train / 9) > 0
