@@ -16,11 +16,23 @@ Loss, the mean over the m rows (Y one-hot for softmax, an indicator for logistic
   plus, with an L2 penalty alpha, (alpha / (2 m)) sum_l ||W_l||^2 (the estimator's `alpha`; 0 in `gpunet train`).
 
 Backward (the chain rule, layer by layer):
-    dZ_L = (A_L - Y) / m                 # (m, n_L)      dJ/dZ_L: each output with its loss
+    dZ_L = (A_L - Y) / m                 # (m, n_L)      dJ/dZ_L: each output with its loss (below)
     dW_l = A_{l-1}.T @ dZ_l              # (n_{l-1}, n_l)   (+ (alpha / m) W_l with the penalty)
     db_l = 1^T dZ_l                      # (n_l,)        dZ_l summed over the batch axis
     dA_{l-1} = dZ_l @ W_l.T              # (m, n_{l-1})
     dZ_{l-1} = dA_{l-1} * f'(Z_{l-1})    # (m, n_{l-1})  relu [Z > 0], tanh 1 - A^2, logistic A (1 - A), identity 1
+
+The derivatives, by hand (no autograd; `gpunet.core.activations` pairs each with its function):
+    relu      f'(Z) = [Z > 0]                                  slope 1 where Z > 0, 0 elsewhere
+    tanh      f'(Z) = 1 / cosh(Z)^2 = 1 - tanh(Z)^2 = 1 - A^2
+    logistic  f'(Z) = exp(-Z) / (1 + exp(-Z))^2 = A (1 - A)
+    identity  f'(Z) = 1
+    softmax with cross-entropy: dA_j/dZ_k = A_j ([j = k] - A_k), so
+              dJ/dZ_k = (1/m) sum_j (-Y_j / A_j) A_j ([j = k] - A_k) = (A_k - Y_k) / m   (sum_j Y_j = 1)
+    logistic with binary cross-entropy: dJ/dA = (1/m) (-Y / A + (1 - Y) / (1 - A)), times dA/dZ = A (1 - A):
+              dJ/dZ = (A - Y) / m
+    identity with squared error: dJ/dZ = (A - Y) / (m n_L); the step uses (A - Y) / m, as scikit-learn's does
+              (the same for one output)
 
 For L = 2 with ReLU and softmax this is: dZ2 = (A2 - Y)/m, dW2 = A1.T @ dZ2, db2 = sum(dZ2),
 dZ1 = (dZ2 @ W2.T) * [Z1 > 0], dW1 = X.T @ dZ1, db1 = sum(dZ1). Gradient descent then steps W := W - lr dW.
