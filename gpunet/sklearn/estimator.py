@@ -115,7 +115,7 @@ class BaseMLP(BaseEstimator):
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        X, Y = self._targets(X, y, incremental, reset=first)  # Y (n, n_outputs) float, host or device
+        X, Y = self._targets(X, y, incremental, reset=first)  # Y (n, n_outputs) float64 on the host
         rs = check_random_state(self.random_state)  # scikit-learn makes it anew on every fit
         backend = self._backend_for(X)
         sizes = (X.shape[1], *hidden, Y.shape[1])
