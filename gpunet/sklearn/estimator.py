@@ -39,6 +39,7 @@ from gpunet.core.init import glorot_uniform
 from gpunet.core.model import MLP, is_sparse
 from gpunet.core.optim import SGD, Adam, Optimizer
 from gpunet.core.step import TrainStep
+from gpunet.core.threads import blas_threads
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 SOLVERS = ("sgd", "adam")
@@ -75,7 +76,7 @@ class BaseMLP(BaseEstimator):
                  momentum: float = 0.9, nesterovs_momentum: bool = True, early_stopping: bool = False,
                  validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-8, n_iter_no_change: int = 10, max_fun: int = 15000, device: str = "auto",
-                 dtype: str | None = None, n_threads: int | None = None):
+                 dtype: str | None = None, n_threads: int | str = "auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -148,6 +149,8 @@ class BaseMLP(BaseEstimator):
         n = len(train)
         step = TrainStep(self._net, self._opt, Xd, Yd, None, alpha=self.alpha)
         B = self._batch(n)
+        blas = blas_threads(self.n_threads, backend, B, self._net.sizes)  # the steps' BLAS threads on the CPU
+        self.threads_ = blas.report
         sample_idx = np.arange(n)
         self.n_iter_ = 0
         for _ in range(self.max_iter):
@@ -155,9 +158,10 @@ class BaseMLP(BaseEstimator):
                 sample_idx = shuffle(sample_idx, random_state=rs)
             order = backend.asarray(sample_idx, dtype=np.int64)
             loss_sum, _ = step.zero_sums()
-            with np.errstate(over="ignore", invalid="ignore"):  # a diverging fit is reported below instead
+            with blas, np.errstate(over="ignore", invalid="ignore"):  # a diverging fit is reported below instead
                 for batch in gen_batches(n, B):
-                    step(order[batch], self._lr if self.solver == "sgd" else self.learning_rate_init)
+                    with blas.step():
+                        step(order[batch], self._lr if self.solver == "sgd" else self.learning_rate_init)
                 loss = backend.to_floats([loss_sum])[0] / n  # the epoch's one read of the loss
             self.n_iter_ += 1
             self.loss_ = loss
@@ -312,7 +316,9 @@ class BaseMLP(BaseEstimator):
                          ("validation_fraction", 0 < self.validation_fraction < 1),
                          ("beta_1", 0 <= self.beta_1 < 1), ("beta_2", 0 <= self.beta_2 < 1),
                          ("epsilon", self.epsilon > 0), ("max_fun", self.max_fun >= 1),
-                         ("n_threads", self.n_threads is None or self.n_threads >= 1)):
+                         ("n_threads", self.n_threads == "auto" or (isinstance(self.n_threads, numbers.Integral)
+                                                                     and not isinstance(self.n_threads, bool)
+                                                                     and self.n_threads >= 1))):
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
         return hidden
@@ -407,8 +413,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     matrix), with the log loss.
 
     gpunet's parameters: device "cpu" (NumPy), "cuda" (CuPy) or "auto" (cuda when usable; CuPy inputs always
-    run on the GPU); dtype "float32", "float64" or None (the input's); n_threads (stored for BLAS thread
-    control; None leaves the threads as they are). Fitted attributes as scikit-learn's, plus device_."""
+    run on the GPU); dtype "float32", "float64" or None (the input's); n_threads, the BLAS threads of the
+    training steps on the CPU, "auto" (gpunet.core.threads) or a count. Fitted attributes as scikit-learn's, plus
+    device_ and threads_ (the BLAS threads of the last fit: what was asked, the policy, the count used)."""
 
     def _targets(self, X: Array, y: Array, incremental: bool, reset: bool) -> tuple[Array, np.ndarray]:
         X, y = self._validate(X, y, reset=reset, multi_output=True)
@@ -505,7 +512,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
                  verbose: bool = False, warm_start: bool = False, momentum: float = 0.9,
                  nesterovs_momentum: bool = True, early_stopping: bool = False, validation_fraction: float = 0.1,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-8, n_iter_no_change: int = 10,
-                 max_fun: int = 15000, device: str = "auto", dtype: str | None = None, n_threads: int | None = None):
+                 max_fun: int = 15000, device: str = "auto", dtype: str | None = None, n_threads: int | str = "auto"):
         self.loss = loss
         super().__init__(hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
                          learning_rate=learning_rate, learning_rate_init=learning_rate_init, power_t=power_t,
