@@ -1,9 +1,9 @@
 """gpunet: a 784-h-10 network for MNIST with hand-derived gradients, on NumPy or CuPy.
 
 The public API, each name imported on first use (so `import gpunet` stays light and scikit-learn is imported only
-for `MLPClassifier`)::
+for `MLPClassifier` and `MLPRegressor`)::
 
-    from gpunet import get_backend, MLP, TrainStep, load_mnist, load_model, MLPClassifier
+    from gpunet import get_backend, MLP, TrainStep, load_mnist, load_model, MLPClassifier, MLPRegressor
 """
 
 from importlib import import_module
@@ -22,7 +22,7 @@ PUBLIC = {
     "train": "gpunet.runs.train", "evaluate": "gpunet.runs.evaluate",
     "load_model": "gpunet.runs.store", "save_model": "gpunet.runs.store",
     "save_onnx": "gpunet.runs.export", "plot_run": "gpunet.runs.plots",
-    "MLPClassifier": "gpunet.sklearn.estimator",
+    "MLPClassifier": "gpunet.sklearn.estimator", "MLPRegressor": "gpunet.sklearn.estimator",
 }
 __all__ = [*PUBLIC, "__version__"]
 

@@ -1,17 +1,17 @@
 """gpunet.MLPClassifier against sklearn.neural_network.MLPClassifier: fit seconds and test accuracy.
 
-    python -m gpunet.bench.sklearn [--epochs-mnist 5] [--epochs-digits 30] [--repeats 3] [--threads N]
-                                   [--data-dtype float32|float64] [--mnist-train 20000] [--batch-sizes 128]
+    python -m gpunet.bench.sklearn [--recipe defaults|momentum] [--data-dtypes float32,float64]
+                                   [--epochs-mnist 5] [--epochs-digits 30] [--repeats 3] [--threads N]
+                                   [--mnist-train 20000] [--batch-sizes auto]
 
-Both fit the same architecture (n_features -> 128 ReLU -> n_classes softmax) with the same recipe: SGD with
-momentum 0.9 (classical, not Nesterov), constant learning rate 0.1, batch 128 (or each of --batch-sizes),
-shuffled every epoch, no L2 penalty, a fixed number of epochs (tol and n_iter_no_change set so neither stops
-early), on the same arrays: float32 by default, which scikit-learn keeps in float32, so both compute in the
-same precision; with `--data-dtype float64` scikit-learn computes in float64 and gpunet (dtype="float32")
-still in float32. Datasets: MNIST (the first 20,000 training images, the full 10,000 test images; pixels /
-255) and scikit-learn's digits (pixels / 16; a stratified 75/25 split). Each fit runs once to warm up, then
-the contenders take turns `repeats` times; the table shows the median seconds and the last test accuracy,
-and gpunet's speed-up over scikit-learn. With a usable GPU, gpunet on cuda is timed too.
+Both estimators get the same parameters: by default scikit-learn's defaults (100 ReLU units, Adam at 0.001,
+alpha 1e-4, batch min(200, n)), or with `--recipe momentum` the recipe of `gpunet train` (128 ReLU units, SGD with
+classical momentum 0.9, learning rate 0.1, no L2), each for a fixed number of epochs (tol and n_iter_no_change
+set so neither stops early), on the same arrays in each of --data-dtypes: both compute in the features' dtype.
+Datasets: MNIST (the first 20,000 training images, the full 10,000 test images; pixels / 255) and
+scikit-learn's digits (pixels / 16; a stratified 75/25 split). Each fit runs once to warm up, then the
+contenders take turns `repeats` times; the table shows the median seconds and the last test accuracy, and
+gpunet's speed-up over scikit-learn. With a usable GPU, gpunet on cuda is timed too.
 """
 
 from __future__ import annotations
@@ -45,26 +45,28 @@ def datasets(dtype: str = "float32", mnist_train: int = 20000) -> dict[str, tupl
     }
 
 
-def contenders(epochs: int, cuda: bool, batch: int = 128) -> dict[str, Callable[[], Any]]:
-    """name -> a function making a fresh, unfitted classifier with the shared recipe at batch size `batch`."""
+RECIPES = {
+    # scikit-learn's defaults: 100 ReLU, Adam at 0.001, alpha 1e-4, batch min(200, n), Nesterov unused.
+    "defaults": {},
+    # momentum SGD as `gpunet train` runs it: 128 ReLU, classical momentum 0.9, lr 0.1, no L2.
+    "momentum": dict(hidden_layer_sizes=(HIDDEN,), solver="sgd", momentum=MOMENTUM, nesterovs_momentum=False,
+                     learning_rate_init=LR, alpha=0.0),
+}
+
+
+def contenders(epochs: int, cuda: bool, batch: int | str = "auto",
+               recipe: str = "defaults") -> dict[str, Callable[[], Any]]:
+    """name -> a function making a fresh, unfitted classifier: both estimators with the same parameters (the
+    recipe's, a fixed number of epochs, batch size `batch`), gpunet's on each device."""
     from sklearn.neural_network import MLPClassifier as SkMLP
 
     from gpunet.sklearn.estimator import MLPClassifier
 
-    def gpunet_on(device: str) -> Callable[[], Any]:
-        return lambda: MLPClassifier(hidden_layer_sizes=(HIDDEN,), optimizer="momentum", momentum=MOMENTUM,
-                                     learning_rate_init=LR, batch_size=batch, max_iter=epochs, tol=0.0,
-                                     n_iter_no_change=epochs + 1, random_state=0, device=device)
-
-    makers = {
-        "sklearn cpu": lambda: SkMLP(hidden_layer_sizes=(HIDDEN,), solver="sgd", momentum=MOMENTUM,
-                                     nesterovs_momentum=False, learning_rate="constant", learning_rate_init=LR,
-                                     batch_size=batch, max_iter=epochs, alpha=0.0, tol=0.0,
-                                     n_iter_no_change=epochs + 1, early_stopping=False, random_state=0),
-        "gpunet cpu": gpunet_on("cpu"),
-    }
+    params = dict(RECIPES[recipe], batch_size=batch, max_iter=epochs, tol=0.0, n_iter_no_change=epochs + 1,
+                  random_state=0)
+    makers = {"sklearn cpu": lambda: SkMLP(**params), "gpunet cpu": lambda: MLPClassifier(device="cpu", **params)}
     if cuda:
-        makers["gpunet cuda"] = gpunet_on("cuda")
+        makers["gpunet cuda"] = lambda: MLPClassifier(device="cuda", **params)
     return makers
 
 
@@ -106,17 +108,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs-digits", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--mnist-train", type=int, default=20000, help="MNIST training images used.")
-    parser.add_argument("--batch-sizes", default="128", help="Comma-separated batch sizes, each timed in turn.")
+    parser.add_argument("--recipe", choices=tuple(RECIPES), default="defaults",
+                        help="scikit-learn's defaults, or momentum SGD as gpunet train runs it.")
+    parser.add_argument("--batch-sizes", default="auto", help="Comma-separated batch sizes ('auto' or integers).")
     parser.add_argument("--threads", type=int, default=0, help="Limit the BLAS threads (0: leave as is).")
-    parser.add_argument("--data-dtype", choices=("float32", "float64"), default="float32",
-                        help="The features' float type as both classifiers receive them.")
+    parser.add_argument("--data-dtypes", default="float32,float64",
+                        help="Comma-separated float types of the features, each timed in turn.")
     args = parser.parse_args(argv)
     try:
-        batches = [int(b) for b in args.batch_sizes.split(",")]
+        batches = [b if b == "auto" else int(b) for b in args.batch_sizes.split(",")]
     except ValueError:
         batches = []
-    if not batches or min(batches) < 1:
-        parser.error(f"--batch-sizes {args.batch_sizes!r}: give positive integers, e.g. 32,128")
+    if not batches or min((b for b in batches if b != "auto"), default=1) < 1:
+        parser.error(f"--batch-sizes {args.batch_sizes!r}: give 'auto' or positive integers, e.g. auto,32,128")
+    dtypes = args.data_dtypes.split(",")
+    if not set(dtypes) <= {"float32", "float64"}:
+        parser.error(f"--data-dtypes {args.data_dtypes!r}: give float32, float64 or both")
     if args.threads:
         from threadpoolctl import threadpool_limits
 
@@ -129,16 +136,18 @@ def main(argv: list[str] | None = None) -> None:
     print(f"CPU: {m['cpu']}, {m['cores']} cores; BLAS {m['blas']}")
     if cuda:
         print(f"GPU: {get_backend('cuda').describe()}")
-    print(f"recipe: {HIDDEN} hidden ReLU, SGD momentum {MOMENTUM}, lr {LR}, no L2, {args.data_dtype} data")
-    print(f"{'dataset':<10} {'epochs':>6} {'batch':>5} {'contender':<12} {'fit s':>8} {'test acc':>9} {'speed-up':>9}")
-    for name, data in datasets(args.data_dtype, args.mnist_train).items():
-        epochs = args.epochs_digits if name == "digits" else args.epochs_mnist
-        for batch in batches:
-            results = time_fits(contenders(epochs, cuda, batch), data, args.repeats)
-            base = results["sklearn cpu"][0]
-            for who, (seconds, acc) in results.items():
-                print(f"{name:<10} {epochs:>6} {batch:>5} {who:<12} {seconds:>8.3f} {100 * acc:>8.2f}% "
-                      f"{base / seconds:>8.2f}x", flush=True)
+    print(f"recipe: {args.recipe} ({RECIPES[args.recipe] or 'scikit-learn defaults'}), both estimators alike")
+    print(f"{'dataset':<10} {'dtype':<8} {'epochs':>6} {'batch':>5} {'contender':<12} {'fit s':>8} {'test acc':>9} "
+          f"{'speed-up':>9}")
+    for dtype in dtypes:
+        for name, data in datasets(dtype, args.mnist_train).items():
+            epochs = args.epochs_digits if name == "digits" else args.epochs_mnist
+            for batch in batches:
+                results = time_fits(contenders(epochs, cuda, batch, args.recipe), data, args.repeats)
+                base = results["sklearn cpu"][0]
+                for who, (seconds, acc) in results.items():
+                    print(f"{name:<10} {dtype:<8} {epochs:>6} {batch:>5} {who:<12} {seconds:>8.3f} {100 * acc:>8.2f}% "
+                          f"{base / seconds:>8.2f}x", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from gpunet.core.backend import Backend
-from gpunet.core.model import MLP, Workspace
+from gpunet.core.model import MLP, Workspace, is_sparse
 from gpunet.core.optim import Optimizer
 
 Array = Any
@@ -64,12 +64,16 @@ def batches(backend: Backend, n: int, B: int, seed: tuple[int, ...],
 
 
 class TrainStep:
-    """`step(idx, lr)`: one update on the samples `idx` of (X, Y, y) (all of them when `idx` is None)."""
+    """`step(idx, lr)`: one update on the samples `idx` of (X, Y, y) (all of them when `idx` is None). `y`, the
+    labels the correct count is taken against, may be None (no count). With `alpha` > 0 the loss has the L2
+    penalty (alpha / (2 m)) sum_l ||W_l||^2 and each dW_l gets (alpha / m) W_l, m the batch size."""
 
-    def __init__(self, net: MLP, opt: Optimizer, X: Array, Y: Array, y: Array, graph: bool | None = None):
-        self.net, self.opt, self.backend = net, opt, net.backend
+    def __init__(self, net: MLP, opt: Optimizer, X: Array, Y: Array, y: Array | None, graph: bool | None = None,
+                 alpha: float = 0.0):
+        self.net, self.opt, self.backend, self.alpha = net, opt, net.backend, alpha
         xp = self.backend.xp
         self.X, self.Y, self.y = X, Y, y  # (n, 784), (n, 10) one-hot, (n,) labels, on the device
+        self.sparse = is_sparse(X)  # X may be a scipy.sparse (cupyx.scipy.sparse) CSR matrix
         self.buf = Buffers(xp)
         self.workspaces: dict[int, Workspace] = {}  # rows (batch or chunk size) -> the equations' arrays
         self.dW = [None] + [xp.empty_like(W) for W in net.W[1:]]  # the batch's gradients, summed over its chunks
@@ -94,9 +98,7 @@ class TrainStep:
         return batches(self.backend, self.X.shape[0], B, seed, first)
 
     def __call__(self, idx: Array | None, lr: float) -> None:
-        self.opt.t += 1
-        self.replay_or_run(idx, self.opt.coefficients(lr, self.opt.t))
-        self.opt.flush()
+        self.opt.advance(lr, self.replay_or_run, idx)
 
     def replay_or_run(self, idx: Array | None, coefs: tuple[float, ...]) -> None:
         if not self.graph:
@@ -132,23 +134,41 @@ class TrainStep:
             self.add_sums(net.forward(X, ws).A[net.L], Y, y, ws)
             grads = net.backward(ws, Y, dW, db, beta, m=n)  # the chunks' products add up to the batch's
             beta = 1.0
+        if self.alpha:
+            self.penalize(dW, n)
         self.opt.apply(net.params, grads, coefs)
 
-    def rows(self, idx: Array | None, start: int, stop: int) -> tuple[Array, Array, Array]:
+    def penalize(self, dW: list[Array], m: int) -> None:
+        """The L2 penalty of a batch of m rows: its loss, m (alpha / (2 m)) sum_l ||W_l||^2, added to the loss
+        sum, and dW_l += (alpha / m) W_l."""
+        xp, W = self.backend.xp, self.net.W
+        for l in range(1, self.net.L + 1):
+            w = W[l].ravel()
+            self.loss_sum += xp.vdot(w, w) * (0.5 * self.alpha)         # J += (alpha / 2m) ||W_l||^2, times m
+            self.backend.axpy(self.alpha / m, W[l], dW[l], self.buf("alpha W", W[l].shape, W[l].dtype))
+
+    def rows(self, idx: Array | None, start: int, stop: int) -> tuple[Array, Array, Array | None]:
         """Rows start:stop of the batch (X, Y, y): views of the training set for the full batch, else gathered
         into reused arrays."""
+        y = self.y
+        if self.sparse:  # a sparse X's rows: the sparse library's gather (a new matrix)
+            rows = slice(start, stop) if idx is None else idx[start:stop]
+            X, Y = self.X[rows], self.Y[rows]
+            return X, Y, None if y is None else y[rows]
         if idx is None:
-            return self.X[start:stop], self.Y[start:stop], self.y[start:stop]
+            return self.X[start:stop], self.Y[start:stop], None if y is None else y[start:stop]
         idx, m, take, buf = idx[start:stop], stop - start, self.backend.take_rows, self.buf
         return (take(self.X, idx, buf("X", (m, self.X.shape[1]), self.X.dtype)),
                 take(self.Y, idx, buf("Y", (m, self.Y.shape[1]), self.Y.dtype)),
-                take(self.y, idx, buf("y", (m,), self.y.dtype)))
+                None if y is None else take(y, idx, buf("y", (m,), y.dtype)))
 
-    def add_sums(self, AL: Array, Y: Array, y: Array, ws: Workspace) -> None:
+    def add_sums(self, AL: Array, Y: Array, y: Array | None, ws: Workspace) -> None:
         """Add the rows' summed loss and correct predictions to the epoch's accumulators, on the device."""
         xp, buf, m = self.backend.xp, self.buf, ws.m
         J = self.net.loss(AL, Y, ws)
         J *= m
         self.loss_sum += J
+        if y is None:
+            return
         hits = xp.equal(AL.argmax(axis=1, out=buf("pred", (m,), np.int64)), y, out=buf("hits", (m,), np.bool_))
         self.correct += hits.sum(out=buf("nhits", (), np.int64))

@@ -69,3 +69,54 @@ def test_momentum_inside_the_gemm_equals_the_plain_update(rng):
     for k in nets[0]:
         for other in nets[1:]:
             np.testing.assert_allclose(other[k], nets[0][k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_sgd_is_scikit_learns_velocity_form(rng, nesterov):
+    """v := mu v - lr g; W := W + v, or W + mu v - lr g with Nesterov's momentum (the new v), at changing rates."""
+    from gpunet.core.optim import SGD
+
+    net = MLP(CPU64, (784, 4, 10), seed=0)
+    X, Y = batch(rng, m=8)
+    opt = SGD(CPU64, net.params, momentum=0.8, nesterov=nesterov)
+    W, v = net.params["W1"].copy(), 0.0
+    for lr in (0.1, 0.05, 0.02):
+        grads = net.backward(net.forward(X), Y)
+        g = grads["dW1"].copy()
+        v = 0.8 * v - lr * g
+        W = W + (0.8 * v - lr * g if nesterov else v)
+        opt.step(net.params, grads, lr)
+    np.testing.assert_allclose(net.params["W1"], W, rtol=1e-12, atol=1e-15)
+
+
+def test_adam_with_scikit_learns_eps(rng):
+    """correct_eps=False: W := W - lr_t m / (sqrt(v) + eps), lr_t = lr sqrt(1 - b2^t) / (1 - b1^t)."""
+    from gpunet.core.optim import Adam
+
+    net = MLP(CPU64, (784, 4, 10), seed=0)
+    X, Y = batch(rng, m=8)
+    opt = Adam(CPU64, net.params, eps=1e-3, correct_eps=False)  # a large eps, so the two forms differ
+    W = net.params["b2"].copy()
+    m = v = np.zeros_like(W)
+    for t in range(1, 4):
+        grads = net.backward(net.forward(X), Y)
+        g = grads["db2"].copy()
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        W = W - 0.01 * np.sqrt(1 - 0.999**t) / (1 - 0.9**t) * m / (np.sqrt(v) + 1e-3)
+        opt.step(net.params, grads, 0.01)
+    np.testing.assert_allclose(net.params["b2"], W, rtol=1e-12, atol=1e-15)
+
+
+def test_state_is_keyed_by_slot_and_parameter_and_round_trips():
+    net = MLP(CPU64, (784, 4, 10), seed=0)
+    opt = make_optimizer("adam", CPU64, net.params)
+    assert set(opt.state) == {"m", "v"} and set(opt.state["m"]) == {"W1", "b1", "W2", "b2"}
+    opt.state["v"]["W2"][...] = 3.0
+    opt.t = 7
+    saved = opt.state_dict()  # a checkpoint's names: "m.W1", ..., "t"
+    assert "v.W2" in saved and int(saved["t"]) == 7
+    again = make_optimizer("adam", CPU64, net.params)
+    again.load_state_dict(saved)
+    assert again.t == 7 and (again.state["v"]["W2"] == 3.0).all()
+    with pytest.raises(ValueError, match="expected"):
+        make_optimizer("momentum", CPU64, net.params).load_state_dict(saved)

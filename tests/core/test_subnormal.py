@@ -28,5 +28,6 @@ def test_no_subnormals_after_a_thousand_steps(backend, name, lr):
         for s in range(0, data.m, 128):
             step(perm[s:s + 128], lr)
             if opt.t % 100 == 0 or opt.t > 960:
-                counts = subnormal_count(backend, {**net.params, **opt.state})
+                counts = subnormal_count(backend, {**net.params, **{f"{slot}.{k}": S for slot, arrays in opt.state.items()
+                                                                    for k, S in arrays.items()}})
                 assert sum(counts.values()) == 0, f"step {opt.t}: {counts}"

@@ -312,3 +312,26 @@ def test_estimator_on_the_strict_device(strict, monkeypatch):
     assert isinstance(proba, np.ndarray) and on_strict.score(X, y) > 0.9
     np.testing.assert_allclose(proba, on_cpu.predict_proba(X), atol=1e-4)
     np.testing.assert_allclose(on_strict.loss_curve_, on_cpu.loss_curve_, rtol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")
+@pytest.mark.parametrize("kind", ["binary", "multilabel", "regression"])
+def test_estimator_outputs_on_the_strict_device(strict, monkeypatch, kind):
+    """The logistic and identity outputs, tanh, SGD with Nesterov, alpha and early stopping: no implicit transfer
+    and no sync, and the CPU's fit."""
+    pytest.importorskip("sklearn")
+    import gpunet.sklearn.estimator as est
+
+    monkeypatch.setattr(est, "get_backend", strict.get_backend)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 6))
+    y = {"binary": X[:, 0] > 0, "multilabel": (X[:, :3] > 0).astype(int), "regression": X[:, 0] - X[:, 1]}[kind]
+    Estimator = est.MLPRegressor if kind == "regression" else est.MLPClassifier
+    params = dict(hidden_layer_sizes=(8,), activation="tanh", solver="sgd", alpha=1e-3, early_stopping=True,
+                  max_iter=4, random_state=0, batch_size=32)
+    on_strict = Estimator(device="cuda", **params).fit(X, y)
+    on_cpu = Estimator(device="cpu", **params).fit(X, y)
+    out = on_strict.predict(X)
+    strict.assert_clean()
+    np.testing.assert_allclose(on_strict.loss_curve_, on_cpu.loss_curve_, rtol=1e-10)
+    np.testing.assert_allclose(out, on_cpu.predict(X), atol=1e-8)

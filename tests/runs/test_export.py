@@ -108,3 +108,31 @@ def test_estimator_exports_the_same_way(tmp_path):
     classes = json.loads(props["classes"])
     assert classes == list(clf.classes_)
     np.testing.assert_array_equal(np.array(classes)[P.argmax(axis=1)], clf.predict(X))
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
+@pytest.mark.parametrize("target", ["multiclass", "binary", "multilabel", "regression"])
+def test_estimator_exports_every_activation_and_output(tmp_path, activation, target):
+    """onnxruntime computes from the exported graph what predict_proba (predict for the regressor) returns."""
+    pytest.importorskip("sklearn")
+    from gpunet import MLPClassifier, MLPRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 6))
+    y = {"multiclass": X[:, 0].round().clip(-1, 1).astype(int), "binary": X[:, 0] > 0,
+         "multilabel": (X[:, :3] > 0).astype(int), "regression": X[:, 0] - X[:, 1]}[target]
+    Estimator = MLPRegressor if target == "regression" else MLPClassifier
+    est = Estimator(hidden_layer_sizes=(8, 5), activation=activation, max_iter=5, random_state=0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ConvergenceWarning: 5 epochs
+        est.fit(X, y)
+    path = tmp_path / "m.onnx"
+    est.export_onnx(path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(None, {INPUT: X.astype(np.float32)})[0]
+    expected = est.predict(X) if target == "regression" else est.predict_proba(X)
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, atol=1e-5, rtol=1e-5)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    hidden = {"relu": "Relu", "tanh": "Tanh", "logistic": "Sigmoid", "identity": "Identity"}[activation]
+    assert ops[1] == ops[3] == hidden and session.get_outputs()[0].name == (
+        "predictions" if target == "regression" else OUTPUT)
