@@ -29,8 +29,14 @@ from gpunet.core.model import MLP, one_hot
 from gpunet.core.optim import OPTIMIZERS, SCHEDULES, learning_rate, make_optimizer
 from gpunet.core.step import TrainStep
 from gpunet.core.threads import BlasThreads, blas_threads
+from gpunet.runs.store import MAX_PARAMETERS
 
 Array = Any  # numpy.ndarray or cupy.ndarray
+
+
+def whole(v: Any) -> bool:
+    """An integer and not a bool (True is not a width or a count)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
 def on_gpu(a: Any) -> bool:
@@ -218,21 +224,20 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Raise ValueError for a bad hyper-parameter; return the hidden widths as a tuple."""
         sizes = self.hidden_layer_sizes
         hidden = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
-        if not all(isinstance(h, numbers.Integral) and h >= 1 for h in hidden):
+        if not all(whole(h) and h >= 1 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be positive integers, got {sizes!r}")
         choices = {"optimizer": OPTIMIZERS, "learning_rate": SCHEDULES, "device": DEVICES, "dtype": DTYPES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: use one of {', '.join(allowed)}")
         b = self.batch_size
-        if b != "auto" and not (isinstance(b, numbers.Integral) and b >= 1):
+        if b != "auto" and not (whole(b) and b >= 1):
             raise ValueError(f"batch_size must be 'auto' or a positive integer, got {b!r}")
         for name, ok in (("learning_rate_init", self.learning_rate_init > 0), ("momentum", 0 <= self.momentum < 1),
-                         ("max_iter", self.max_iter >= 1), ("tol", self.tol >= 0),
-                         ("n_iter_no_change", self.n_iter_no_change >= 1),
+                         ("max_iter", whole(self.max_iter) and self.max_iter >= 1), ("tol", self.tol >= 0),
+                         ("n_iter_no_change", whole(self.n_iter_no_change) and self.n_iter_no_change >= 1),
                          ("validation_fraction", 0 < self.validation_fraction < 1),
-                         ("n_threads", self.n_threads == "auto" or (isinstance(self.n_threads, numbers.Integral)
-                                                                     and self.n_threads >= 1))):
+                         ("n_threads", self.n_threads == "auto" or (whole(self.n_threads) and self.n_threads >= 1))):
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
         return hidden
@@ -241,7 +246,9 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         """Checked X (and y as a 1-d host array). NumPy-like X goes through scikit-learn's validate_data; a CuPy X
         stays on the GPU, checked for shape, feature count and finite values there."""
         if not on_gpu(X):
-            return validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset)
+            checked = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset)
+            self._check_range(checked if isinstance(y, str) and y == "no_validation" else checked[0])
+            return checked
         if X.ndim != 2:
             raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}")
         if reset:
@@ -254,6 +261,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
 
         if X.dtype.kind == "f" and not bool(cupy.isfinite(X).all()):
             raise ValueError("Input X contains NaN or infinity.")
+        self._check_range(X)
         if isinstance(y, str) and y == "no_validation":
             return X
         if y is None:
@@ -261,6 +269,14 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         y = column_or_1d(y.get() if on_gpu(y) else np.asarray(y), warn=True)
         check_consistent_length(X, y)
         return X, y
+
+    def _check_range(self, X: Array) -> None:
+        """ValueError when X holds a value beyond the range of `dtype`, the type the net computes in (it would
+        become infinite there, and the probabilities NaN)."""
+        big = float(np.finfo(self.dtype).max)
+        if X.size and X.dtype.itemsize > np.dtype(self.dtype).itemsize and float(abs(X).max()) > big:
+            raise ValueError(f"Input X contains values beyond the range of {self.dtype} (|x| > {big:.4g}); "
+                             "scale the features, or use dtype='float64'.")
 
     def _proba(self, X: Array) -> tuple[Array, Backend]:
         """Probabilities (n, n_classes) on the device X runs on, and that backend; nothing is stored."""
@@ -270,7 +286,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         net = self.__dict__.get("_net")
         if net is None or net.backend != backend:
             net = MLP.from_state_dict(backend, self.state_dict())
-        return net.predict_proba(backend.asarray(X)), backend
+        P = net.predict_proba(backend.asarray(X))  # (n, k)
+        if not bool(backend.xp.isfinite(P).all()):  # finite inputs whose products overflow the float type
+            raise ValueError(f"the probabilities are not finite in {self.dtype} for this X (its values are too "
+                             "large for the net); scale the features, or use dtype='float64'.")
+        return P, backend
 
     def _backend_for(self, X: Array) -> Backend:
         return get_backend("cuda" if on_gpu(X) else self.device, self.dtype)
@@ -286,7 +306,11 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         return min(200 if self.batch_size == "auto" else self.batch_size, n)
 
     def _start(self, backend: Backend, sizes: tuple[int, ...], seed: int) -> None:
-        """New initial weights and optimizer on `backend`."""
+        """New initial weights and optimizer on `backend` (ValueError, before any is made, over MAX_PARAMETERS)."""
+        params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        if params > MAX_PARAMETERS:
+            raise ValueError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} makes a net of {params:,} parameters "
+                             f"for {sizes[0]} features and {sizes[-1]} classes, over the limit of {MAX_PARAMETERS:,}")
         self._net = MLP(backend, sizes, seed=seed)
         self._opt = make_optimizer(self.optimizer, backend, self._net.params, self.momentum)
         self._seed_ = seed
