@@ -170,24 +170,31 @@ def claim_dir(path: Path, what: str = "run directory") -> Iterator[None]:
     """Create `path` (as make_dir) and hold it for this process while the block runs: a second claim, from any
     process, is GpunetError at once. The lock is an flock on the directory itself, released when the block ends
     or the process dies (even by kill -9), so a killed run never leaves its directory locked. (Without flock,
-    on Windows, nothing is locked.)"""
+    on Windows, nothing is locked.) A directory made here and still empty when the block fails is removed."""
+    created = not path.exists()
     make_dir(path, what)
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        raise GpunetError(f"{path}: cannot open the {what} ({e.strerror or e})") from None
-    try:
+        if fcntl is None:  # pragma: no cover
+            yield
+            return
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise GpunetError(f"{path}: another gpunet process is using this {what} now; wait for it to finish, "
-                              "or choose another directory") from None
-        yield
-    finally:
-        os.close(fd)
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise GpunetError(f"{path}: cannot open the {what} ({e.strerror or e})") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise GpunetError(f"{path}: another gpunet process is using this {what} now; wait for it to "
+                                  "finish, or choose another directory") from None
+            yield
+        finally:
+            os.close(fd)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                os.rmdir(path)  # only if empty: a refused run leaves no directory behind
+        raise
 
 
 def finite(data: Any) -> Any:
