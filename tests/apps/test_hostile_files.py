@@ -24,7 +24,7 @@ from gpunet.data.idx import read_bytes
 from gpunet.data.locate import repo_data
 from gpunet.core.model import MLP
 from gpunet.runs.plots import curves
-from gpunet.runs.store import MAX_PARAMETERS, load_checkpoint, load_model, save_model
+from gpunet.runs.store import BUDGETS, MAX_PARAMETERS, load_checkpoint, load_model, save_model
 
 from helpers import assert_clean_error, mutate
 
@@ -122,6 +122,28 @@ def test_a_declared_giant_is_refused_before_anything_is_read(tmp_path):
     with pytest.raises(GpunetError, match=r"declares [0-9,]+ numbers, over the limit") as e:
         load_model(path, CPU)
     assert f"{MAX_PARAMETERS:,} parameters" in str(e.value)
+
+
+def declared(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    """A .npz whose members declare `shapes` in their .npy headers and hold no data."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name, shape in shapes.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            z.writestr(f"{name}.npy", buf.getvalue())
+        z.writestr("meta.npy", b"")
+    return path
+
+
+@pytest.mark.parametrize("width", [64_000, 100_000, 250_000])  # 50.8, 79.5 and 198.8 million numbers
+def test_a_model_file_may_declare_no_more_numbers_than_a_net_holds(tmp_path, width):
+    shapes = {"W1": (784, width), "b1": (width,), "W2": (width, 10), "b2": (10,)}
+    assert BUDGETS["model"] < sum(np.prod(s) for s in shapes.values()) < BUDGETS["checkpoint"]
+    with pytest.raises(GpunetError, match=f"over the limit of {BUDGETS['model']:,} for a model file"):
+        load_model(declared(tmp_path / "model.npz", shapes), CPU)
+    with pytest.raises(GpunetError) as e:  # a checkpoint may hold that many: refused later, for other reasons
+        load_checkpoint(declared(tmp_path / "checkpoint.npz", {f"param.{k}": v for k, v in shapes.items()}))
+    assert "over the limit" not in str(e.value)
 
 
 @pytest.mark.parametrize("change, says", [
