@@ -287,7 +287,7 @@ class MLPClassifier(ClassifierMixin, BaseEstimator):
         if net is None or net.backend != backend:
             net = MLP.from_state_dict(backend, self.state_dict())
         P = net.predict_proba(backend.asarray(X))  # (n, k)
-        if not bool(backend.xp.isfinite(P).all()):  # finite inputs whose products overflow the float type
+        if not backend.to_numpy(backend.xp.isfinite(P).all()):  # finite inputs that overflow inside the net
             raise ValueError(f"the probabilities are not finite in {self.dtype} for this X (its values are too "
                              "large for the net); scale the features, or use dtype='float64'.")
         return P, backend
