@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover  (Windows)
     fcntl = None
 
 STALE_TMP_SECONDS = 3600  # a temporary file of ours untouched this long is left from a killed write
+FRESH_TMP_SECONDS = 60  # one younger than this is never removed, even when its process seems gone
 
 
 def open_regular(path: Path | str) -> BinaryIO:
@@ -143,7 +144,7 @@ def _running(pid: int) -> bool:
 def remove_stale_temporaries(path: Path) -> None:
     """Delete the temporary files that writes of `path` killed midway (kill -9, power loss) left beside it: only
     ours (".NAME.PID.RANDOM.tmp", or ".NAME.RANDOM.tmp" from older versions), and only stale ones: their process
-    is gone and they are a minute old, or nothing has touched them for STALE_TMP_SECONDS."""
+    is gone and they are FRESH_TMP_SECONDS old, or nothing has touched them for STALE_TMP_SECONDS."""
     pattern = re.compile(re.escape(f".{path.name}.") + r"(?:(\d+)\.)?[A-Za-z0-9_]{6,}\.tmp")
     now = time.time()
     try:
@@ -159,7 +160,7 @@ def remove_stale_temporaries(path: Path) -> None:
             age = now - st.st_mtime
             pid = match.group(1)
             gone = pid is not None and int(pid) != os.getpid() and not _running(int(pid))
-            if stat.S_ISREG(st.st_mode) and ((gone and age > 60) or age > STALE_TMP_SECONDS):
+            if stat.S_ISREG(st.st_mode) and ((gone and age > FRESH_TMP_SECONDS) or age > STALE_TMP_SECONDS):
                 os.unlink(entry.path)
         except OSError:
             pass  # another process removed it, or it is not ours to remove
