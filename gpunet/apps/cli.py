@@ -18,7 +18,7 @@ from rich.console import Console
 from gpunet.core.backend import DEVICES
 from gpunet.runs.config import KEYS, parse_value, parse_values
 from gpunet.data.datasets import DATASETS
-from gpunet.errors import GpunetError
+from gpunet.errors import GpunetError, printable
 from gpunet.version import __version__
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
@@ -44,7 +44,7 @@ def stderr_console() -> Console:
 
 def fail(message: str) -> None:
     """Print `error: message` on stderr and exit 2."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"error: {printable(message, 4000)}", err=True)  # a message may quote a hostile file
     raise typer.Exit(2)
 
 

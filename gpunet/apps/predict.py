@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from gpunet.errors import GpunetError
+from gpunet.errors import GpunetError, printable
 from gpunet.runs.evaluate import probabilities
 from gpunet.core.model import MLP
 from gpunet.apps.preprocess import file_input
@@ -29,10 +29,12 @@ class Result:
                 "probabilities": {c: float(p) for c, p in zip(classes, self.probs)}}
 
     def line(self, classes: list[str], top: int = 3) -> str:
+        """One line for a terminal: names from the model file and the file name shown printable and bounded."""
         if self.error is not None:
-            return f"error: {self.error}"
+            return f"error: {printable(self.error, 1000)}"
         best = np.argsort(-self.probs, kind="stable")[:top]
-        return f"{self.path}: " + ", ".join(f"{classes[c]} ({100 * self.probs[c]:.1f}%)" for c in best)
+        return f"{printable(self.path, 1000)}: " + ", ".join(f"{printable(classes[c])} ({100 * self.probs[c]:.1f}%)"
+                                                              for c in best)
 
 
 def predict_files(net: MLP, paths: list[Path]) -> list[Result]:

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from gpunet.errors import GpunetError
+from gpunet.files import read_limited
 
 SIZE = 28  # side of the network's input image
 BOX = 20  # the longer side of the digit after scaling
@@ -66,17 +67,7 @@ def decode_image(data: bytes, source: str = "image") -> Image.Image:
 
 def read_image(path: Path | str) -> Image.Image:
     """Open the image at `path`; GpunetError with one line if it is missing, too big, empty or not an image."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_FILE + 1)
-    except FileNotFoundError:
-        raise GpunetError(f"{path}: file not found") from None
-    except OSError as e:
-        raise GpunetError(f"{path}: cannot read ({e.strerror or e})") from None
-    if len(data) > MAX_FILE:
-        raise GpunetError(f"{path}: over {MAX_FILE // 1_000_000} MB, too big for a picture of a digit")
-    return decode_image(data, str(path))
+    return decode_image(read_limited(path, MAX_FILE, "picture of a digit"), str(path))
 
 
 def image_input(image: Image.Image, source: str) -> np.ndarray:

@@ -8,7 +8,8 @@
     (HEAD works wherever GET does.)
 
 Both kinds of input go through `gpunet.apps.preprocess.to_mnist`, the preprocessing of `gpunet predict`.
-A bad request gets a 4xx status and {"error": "..."}; the server keeps serving, on the same connection.
+A bad request gets a 4xx status and {"error": "..."}; the server keeps serving, on the same connection (but
+413, 408 and 431 close it, and so does a body left unread for HEADER_TIMEOUT after its answer).
 
 Every request is treated as hostile, since any web page the user opens can send requests to 127.0.0.1:
 the Host header must name this server (the address it is bound to, or localhost, or an --allow-host name:
@@ -53,8 +54,9 @@ MAX_DECODES = 2  # requests decoded and classified at once (in threads); more ar
 BODY_TIMEOUT = 10.0  # seconds to receive a whole request body (408 after)
 HEADER_TIMEOUT = 10.0  # seconds to receive a request's headers once connected or after an answer (then closed)
 KEEP_ALIVE = 5  # seconds an idle keep-alive connection stays open
-MAX_CONNECTIONS = 64  # open connections; more are closed at once
-MAX_HEAD = 16_384  # bytes of a request line and headers
+MAX_CONNECTIONS = 64  # open connections; more get 503 (JSON), and beyond twice as many are closed at once
+CAP_HEADER_TIMEOUT = 1.0  # seconds a connection over MAX_CONNECTIONS has to send its request's headers
+MAX_HEAD = 16_384  # bytes of a request line and headers (431 beyond)
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")  # Host names always allowed
 
 
@@ -96,7 +98,8 @@ def describe_model(path: Path, net: MLP, header: dict[str, Any]) -> dict[str, An
 
 async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 once it passes MAX_BODY bytes (whatever Content-Length claims)."""
-    too_big = BadRequest(413, f"request body over {MAX_BODY // 1_000_000} MB; send a smaller image")
+    too_big = BadRequest(413, f"request body over {MAX_BODY // 1_000_000} MB; send a smaller image",
+                         {"connection": "close"})
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY:
         raise too_big
@@ -110,20 +113,25 @@ async def read_body(request: Request) -> bytes:
 
 
 def grey_from_json(body: bytes) -> Image.Image:
-    """JSON `[...]` or `{"pixels": [...]}`: 28x28 or 784 grey values in [0, 1] -> a float ("F") image."""
+    """JSON `[...]` or `{"pixels": [...]}`: 28x28 or 784 grey values in [0, 1] -> a float ("F") image. Only JSON
+    numbers count as pixels (a string or a boolean is refused, never converted)."""
     try:
         data = json.loads(body)
     except RecursionError:
         raise BadRequest(400, "body is JSON nested too deeply") from None
     except ValueError as e:
-        raise BadRequest(400, f"body is not valid JSON ({e})") from None
+        raise BadRequest(400, f"body is not valid JSON ({str(e)[:200]})") from None
     if isinstance(data, dict):
         if "pixels" not in data:
             raise BadRequest(422, 'JSON object has no "pixels": send {"pixels": 28x28 or 784 numbers in [0, 1]}')
         data = data["pixels"]
+    rows = data if isinstance(data, list) and data and all(isinstance(r, list) for r in data) else [data]
+    if not all(isinstance(r, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in r)
+               for r in rows):
+        raise BadRequest(422, "pixels must be numbers in a 28x28 nested list or a flat list of 784") from None
     try:
         grey = np.asarray(data, dtype=np.float64)
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError):  # ragged rows, or an integer too big for a float
         raise BadRequest(422, "pixels must be numbers in a 28x28 nested list or a flat list of 784") from None
     if grey.shape not in ((SIZE, SIZE), (SIZE * SIZE,)):
         raise BadRequest(422, f"pixels have shape {list(grey.shape)}; send 28x28 or 784 values")
@@ -138,6 +146,12 @@ def host_name(host: str) -> str:
     if host.startswith("["):
         return host[1:host.index("]")] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def head_size(scope: dict) -> int:
+    """Bytes of a request's line and headers as sent (less the spaces and line ends h11 dropped, at most 4 a line)."""
+    line = len(scope["method"]) + len(scope["raw_path"]) + len(scope["query_string"]) + len(scope["http_version"]) + 14
+    return line + sum(len(name) + len(value) + 4 for name, value in scope["headers"]) + 2
 
 
 def refusal(headers: Headers, hosts: frozenset[str], scheme: str = "http") -> tuple[int, str] | None:
@@ -165,6 +179,9 @@ class Gate:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if head_size(scope) > MAX_HEAD:
+            return await JSONResponse({"error": f"request line and headers over {MAX_HEAD:,} bytes"},
+                                      status_code=431, headers={"connection": "close"})(scope, receive, send)
         refused = refusal(Headers(scope=scope), self.hosts, scope.get("scheme", "http"))
         if refused is not None:
             status, message = refused
@@ -256,30 +273,61 @@ def create_app(net: MLP, info: dict[str, Any], hosts: Iterable[str] = LOCAL_HOST
     return Gate(app, hosts)
 
 
+async def busy(scope: dict, receive: Any, send: Any) -> None:
+    """The answer to a request on a connection over MAX_CONNECTIONS: 503 in JSON, and the connection closes."""
+    await JSONResponse({"error": f"over {MAX_CONNECTIONS} connections open; retry in a second"}, status_code=503,
+                       headers={"retry-after": "1", "connection": "close"})(scope, receive, send)
+
+
 class Protocol(H11Protocol):
-    """uvicorn's HTTP/1.1 protocol with a cap on open connections and a deadline for each request's headers
-    (uvicorn has none: a client that connects and sends nothing, or a byte at a time, would hold a socket)."""
+    """uvicorn's HTTP/1.1 protocol with a cap on open connections and a deadline, HEADER_TIMEOUT after connecting
+    or after each answer, by which the next request's headers must have arrived (uvicorn has none: a client that
+    connects and sends nothing, or a byte at a time, would hold a socket; nor does its keep-alive timer hold
+    once a request answered before its body was read (405, 413, 415, ...) gets the rest of that body a byte at a
+    time, since every byte stops the timer).
+
+    Beyond MAX_CONNECTIONS a connection's request gets `busy`'s JSON 503 (within CAP_HEADER_TIMEOUT);
+    beyond twice as many it is closed at once."""
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        if len(self.connections) > MAX_CONNECTIONS:
+        if len(self.connections) > 2 * MAX_CONNECTIONS:
             self.connections.discard(self)
             transport.close()
             return
+        self.over_cap = len(self.connections) > MAX_CONNECTIONS
+        if self.over_cap:
+            self.app = busy
         self.wait_for_head()
 
     def wait_for_head(self) -> None:
         """Close the connection unless a new request's headers have arrived within HEADER_TIMEOUT."""
         cycle = self.cycle
-        self.loop.call_later(HEADER_TIMEOUT, lambda: self.cycle is cycle and self.close_idle())
+        timeout = CAP_HEADER_TIMEOUT if self.over_cap else HEADER_TIMEOUT
+        self.loop.call_later(timeout, lambda: self.cycle is cycle and self.close_idle())
 
     def close_idle(self) -> None:
-        if not self.transport.is_closing() and self.conn.their_state in (h11.IDLE, h11.DONE):
+        """Close the connection unless a response is being sent (the request's body may still be unread)."""
+        if not self.transport.is_closing() and self.conn.our_state in (h11.IDLE, h11.DONE):
             self.transport.close()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self.wait_for_head()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes h11 cannot read, in JSON like every other answer, and the connection closes:
+        431 for a request head over MAX_HEAD that arrived in pieces (one that came whole gets the Gate's), else 400."""
+        if len(self.conn.trailing_data[0]) > MAX_HEAD:
+            status, error = 431, f"request line and headers over {MAX_HEAD:,} bytes"
+        else:
+            status, error = 400, "not a valid HTTP/1.1 request"
+        body = json.dumps({"error": error}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -303,7 +351,7 @@ def listen(host: str, port: int) -> socket.socket:
 def server_config(app: Any) -> uvicorn.Config:
     """uvicorn's settings for `app`: the guarded protocol, keep-alive timeout, connection and header-size caps."""
     return uvicorn.Config(app, http=Protocol, log_level="warning", timeout_keep_alive=KEEP_ALIVE,
-                          limit_concurrency=MAX_CONNECTIONS, h11_max_incomplete_event_size=MAX_HEAD,
+                          h11_max_incomplete_event_size=MAX_HEAD,
                           timeout_graceful_shutdown=2)
 
 

@@ -193,12 +193,14 @@ def sizes_of(state: dict[str, np.ndarray]) -> tuple[int, ...]:
     expected = {f"{n}{l}" for l in range(1, L + 1) for n in "Wb"}
     if L < 1 or set(state) != expected:
         raise ValueError(f"parameters {sorted(state)} are not W1, b1, ..., WL, bL")
-    sizes = [state["W1"].shape[0]]
+    sizes: list[int] = []
     for l in range(1, L + 1):
         W, b = state[f"W{l}"], state[f"b{l}"]
-        if W.ndim != 2 or W.shape[0] != sizes[-1] or b.shape != (W.shape[1],):
-            raise ValueError(f"W{l} {W.shape} and b{l} {b.shape} do not follow a layer of width {sizes[-1]}")
-        sizes.append(W.shape[1])
+        shape_w, shape_b = tuple(getattr(W, "shape", ())), tuple(getattr(b, "shape", ()))
+        if len(shape_w) != 2 or 0 in shape_w or (sizes and shape_w[0] != sizes[-1]) or shape_b != shape_w[1:]:
+            raise ValueError(f"W{l} {shape_w} and b{l} {shape_b} do not follow a layer"
+                             + (f" of width {sizes[-1]}" if sizes else "") + " (W is 2-d, b 1-d as wide)")
+        sizes += list(shape_w) if not sizes else [shape_w[1]]
     return tuple(sizes)
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gpunet.errors import GpunetError
+from gpunet.files import open_regular
 
 
 def parse_idx(raw: bytes, source: str) -> np.ndarray:
@@ -33,14 +34,16 @@ def parse_idx(raw: bytes, source: str) -> np.ndarray:
 
 
 def read_bytes(path: Path, size: int | None = None) -> bytes:
-    """The file's bytes, decompressed when it ends in .gz; damage becomes a GpunetError naming the file.
+    """The regular file's bytes, decompressed when it ends in .gz; damage becomes a GpunetError naming the file.
 
     With `size`, at most size + 1 bytes are read (or decompressed), and a file holding more is refused."""
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-            raw = f.read(-1 if size is None else size + 1)
+        with open_regular(path) as f, (gzip.GzipFile(fileobj=f) if path.suffix == ".gz" else f) as data:
+            raw = data.read(-1 if size is None else size + 1)
     except FileNotFoundError:
         raise GpunetError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise GpunetError(f"{path}: is a directory, not a data file") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise GpunetError(f"{path}: damaged or truncated gzip file ({e}); replace it with a good copy") from None
     except OSError as e:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from gpunet.core.backend import DTYPES
 from gpunet.errors import GpunetError
+from gpunet.files import read_limited
 from gpunet.core.optim import OPTIMIZERS, SCHEDULES
 
 if sys.version_info >= (3, 11):
@@ -24,6 +25,9 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_CONFIG = "default"  # the packaged config `gpunet train` uses without --config
+MAX_EPOCHS = 1_000_000  # a run's epochs: its checkpoint's history holds one row of numbers per epoch
+MAX_POINTS = 10_000  # points of a sweep's grid (checked before the grid is made)
+MAX_CONFIG_BYTES = 1_000_000  # a TOML config file
 
 
 @dataclass(frozen=True)
@@ -79,7 +83,8 @@ def _key(check: Callable[[Any], Any], allowed: str, help: str, default: Any = MI
 class Config:
     hidden: list[int] = _key(_hidden, "an integer >= 1 or a non-empty list of them, e.g. 128 or [256, 128]",
                              "Hidden widths: 128, or 256,128 for two layers.", parse=_parse_widths)
-    epochs: int = _key(_int_at_least(1), "an integer >= 1", "Number of passes over the training set.", cli_type=int)
+    epochs: int = _key(lambda v: v if is_int(v) and 1 <= v <= MAX_EPOCHS else None,
+                       f"an integer >= 1 and <= {MAX_EPOCHS:,}", "Number of passes over the training set.", cli_type=int)
     lr: float = _key(lambda v: float(v) if _is_number(v) and 0 < v < float("inf") else None, "a number > 0",
                      "Learning rate alpha.", cli_type=float)
     batch_size: int | str = _key(lambda v: v if (is_int(v) and v >= 1) or v == "full" else None,
@@ -127,6 +132,9 @@ def parse_values(key: str, text: str) -> list[Any]:
     """A comma-separated list of values of `key` (semicolons instead when a value holds commas, e.g. hidden
     '128;256,128'), each read by `parse_value` and checked, duplicates dropped; GpunetError for a bad one."""
     texts = text.split(";" if ";" in text else ",")
+    if len(texts) > MAX_POINTS:
+        raise GpunetError(f"--{key.replace('_', '-')}: {len(texts):,} values, over the limit of {MAX_POINTS:,} "
+                          "points of a sweep")
     values = [check_value("command line", key, parse_value(key, t.strip())) for t in texts]
     return [v for i, v in enumerate(values) if v not in values[:i]]
 
@@ -166,15 +174,13 @@ def read_config_text(spec: str | Path | None) -> tuple[str, str]:
     packaged = packaged_configs()
     if name in packaged:
         return f"{name} (packaged config)", packaged[name].read_text(encoding="utf-8")
-    try:
-        return name, Path(name).read_bytes().decode("utf-8")
-    except FileNotFoundError:
+    if not Path(name).exists():
         raise GpunetError(f"{name}: config file not found; give a TOML file's path or a packaged config: "
-                          f"{', '.join(packaged)} (`gpunet configs` lists them)") from None
+                          f"{', '.join(packaged)} (`gpunet configs` lists them)")
+    try:
+        return name, read_limited(name, MAX_CONFIG_BYTES, "config file").decode("utf-8")
     except UnicodeDecodeError:
         raise GpunetError(f"{name}: not a text file (TOML must be UTF-8)") from None
-    except OSError as e:
-        raise GpunetError(f"{name}: cannot read ({e.strerror or e})") from None
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -183,8 +189,10 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     source, text = read_config_text(path)
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise GpunetError(f"{source}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise GpunetError(f"{source}: not valid TOML (nested too deeply)") from None
+    except ValueError as e:  # TOMLDecodeError, or an integer over Python's 4,300 digits
+        raise GpunetError(f"{source}: not valid TOML ({str(e)[:200]})") from None
     values = {k: check_value(source, k, v) for k, v in raw.items()}
     values.update({k: check_value("command line", k, v) for k, v in (overrides or {}).items() if v is not None})
     missing = [f.name for f in fields(Config) if f.name not in values and f.default is MISSING]

@@ -6,7 +6,6 @@ the run directory, each atomically.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,18 @@ from rich.console import Console
 
 from gpunet.core.backend import get_backend
 from gpunet.data.load import DeviceData, Split, load_dataset
-from gpunet.errors import GpunetError
+from gpunet.errors import GpunetError, printable
 from gpunet.runs.evaluate import evaluate
-from gpunet.files import atomic_write
-from gpunet.runs.store import load_model
+from gpunet.files import atomic_write, read_json
+from gpunet.runs.config import is_int
+from gpunet.runs.store import MAX_METRICS, history_problem, load_model
 
 DIGIT_CMAP = "gray"  # MNIST style: light ink on black
+
+
+def labels(names: list[str]) -> list[str]:
+    """Names from a file as plot text: printable, bounded, every "$" literal (never matplotlib's mathtext)."""
+    return [printable(n, 40).replace("$", r"\$") for n in names]
 
 
 def save(fig: Figure, path: Path) -> Path:
@@ -46,7 +51,7 @@ def curves(history: list[dict[str, Any]], path: Path, best_epoch: int | None = N
     loss_ax, acc_ax = fig.subplots(1, 2)
     marker = "." * (len(epochs) < 40)
     for split, style, label in CURVES:
-        if f"{split}_loss" in history[0]:
+        if {f"{split}_loss", f"{split}_accuracy"} <= set(history[0]):
             loss_ax.plot(epochs, [r[f"{split}_loss"] for r in history], style, label=label, marker=marker)
             acc_ax.plot(epochs, [100 * r[f"{split}_accuracy"] for r in history], style, label=label, marker=marker)
     loss_ax.set(title="Cross-entropy loss", xlabel="epoch", ylabel="mean loss (log scale)", yscale="log")
@@ -66,7 +71,7 @@ def curves(history: list[dict[str, Any]], path: Path, best_epoch: int | None = N
 
 def confusion(cm: np.ndarray, classes: list[str], path: Path) -> Path:
     """The confusion matrix as a heat map with the counts written in (log colour scale, so errors show)."""
-    k = len(classes)
+    k, classes = len(classes), labels(classes)
     fig = Figure(figsize=(7.5, 6.5), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(np.maximum(cm, 0.5), cmap="Blues", norm=LogNorm(vmin=0.5, vmax=max(cm.max(), 1)))
@@ -105,7 +110,7 @@ def digit_grid(images: np.ndarray, titles: list[str], wrong: list[bool], title: 
 def predictions(images: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str], path: Path,
                 n: int = 40) -> Path:
     """The first `n` test digits titled with the prediction and the truth, like the seed's results."""
-    pred = probs[:n].argmax(axis=1)
+    pred, classes = probs[:n].argmax(axis=1), labels(classes)
     titles = [f"pred {classes[p]}\ntrue {classes[t]}" for p, t in zip(pred, y[:n])]
     wrong = list(pred != y[:n])
     return digit_grid(images[:n], titles, wrong,
@@ -115,7 +120,7 @@ def predictions(images: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: l
 def mistakes(images: np.ndarray, y: np.ndarray, probs: np.ndarray, classes: list[str], path: Path,
              n: int = 24) -> Path:
     """The `n` wrong answers given with the highest confidence."""
-    pred = probs.argmax(axis=1)
+    pred, classes = probs.argmax(axis=1), labels(classes)
     wrong = np.flatnonzero(pred != y)
     order = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:n]
     titles = [f"pred {classes[pred[i]]} ({100 * probs[i, pred[i]]:.0f}%)\ntrue {classes[y[i]]}" for i in order]
@@ -153,7 +158,7 @@ def weights(W1: np.ndarray, path: Path, limit: int = 128) -> Path:
 
 def inputs(images: np.ndarray, probs: np.ndarray, names: list[str], classes: list[str], path: Path) -> Path:
     """For each image: the 28x28 input the net saw, beside its class probabilities."""
-    n, k = probs.shape
+    (n, k), names, classes = probs.shape, labels(names), labels(classes)
     fig = Figure(figsize=(7, 1.9 * n + 0.4), layout="constrained")
     axes = fig.subplots(n, 2, squeeze=False, width_ratios=[1, 2.2])
     for (image_ax, bar_ax), image, p, name in zip(axes, images, probs, names):
@@ -174,14 +179,19 @@ def plot_run(run_dir: Path, test_split: Split | None = None, data_dir: Path | No
     """Write the five plots of the run in `run_dir`; returns their paths. Without `test_split`, the run's test
     set is loaded (from `data_dir` first when given; `console` hears where it came from)."""
     run_dir = Path(run_dir)
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except FileNotFoundError:
-        raise GpunetError(f"{run_dir}: no metrics.json; is it a gpunet run directory?") from None
-    except (OSError, ValueError) as e:
-        raise GpunetError(f"{run_dir / 'metrics.json'}: not readable ({e})") from None
-    if not metrics.get("history"):
+    path = run_dir / "metrics.json"
+    if not path.exists():
+        raise GpunetError(f"{run_dir}: no metrics.json; is it a gpunet run directory?")
+    metrics = read_json(path, MAX_METRICS, "metrics file")
+    if not isinstance(metrics, dict) or not metrics.get("history"):
         raise GpunetError(f"{run_dir}: the run has no finished epoch to plot")
+    history, best_epoch = metrics["history"], metrics.get("best_epoch")
+    problem = history_problem(history)
+    if problem is not None:
+        raise GpunetError(f"{path}: damaged metrics file: {problem}")
+    if best_epoch is not None and not (is_int(best_epoch) and 0 <= best_epoch <= len(history)):
+        raise GpunetError(f"{path}: damaged metrics file: best_epoch = {best_epoch!r:.60} is not an epoch of "
+                          "its history")
     cpu = get_backend("cpu")
     net, header = load_model(run_dir / "model.npz", cpu)
     dataset, classes = header["dataset"], header["classes"]
@@ -192,7 +202,7 @@ def plot_run(run_dir: Path, test_split: Split | None = None, data_dir: Path | No
     y = split.labels.astype(np.int64)
     probs, cm = scores.probs, scores.confusion  # (n, k), (k, k): host arrays on the cpu backend
     return [
-        curves(metrics["history"], run_dir / "curves.png", metrics.get("best_epoch")),
+        curves(history, run_dir / "curves.png", best_epoch),
         confusion(cm, classes, run_dir / "confusion.png"),
         predictions(images, y, probs, classes, run_dir / "predictions.png"),
         mistakes(images, y, probs, classes, run_dir / "mistakes.png"),

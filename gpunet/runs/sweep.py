@@ -17,9 +17,11 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
+import hashlib
 import io
 import itertools
 import json
+import math
 import multiprocessing
 import shutil
 import socket
@@ -34,34 +36,45 @@ from rich.console import Console
 
 from gpunet.core.backend import Backend, get_backend
 from gpunet.core.threads import worker_threads
-from gpunet.runs.config import KEYS, Config, load_config
+from gpunet.runs.config import KEYS, MAX_POINTS, Config, load_config
 from gpunet.data.load import load_dataset
 from gpunet.data.datasets import Split, class_names
 from gpunet.errors import GpunetError
-from gpunet.files import atomic_write, make_dir, write_json
+from gpunet.files import atomic_write, make_dir, read_json, write_json
 from gpunet.install import pip_extra
+from gpunet.runs.store import MAX_METRICS
 from gpunet.runs.train import train
 
+MAX_NAME = 200  # characters of a point's directory name (file systems allow 255 bytes)
 FINISHED = ("completed", "diverged")  # a point whose metrics.json says so is not run again
 RESULTS = ("val_accuracy", "val_loss", "best_epoch", "train_seconds")
 
 
 def expand_grid(values: dict[str, list[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the values given for each key (in KEYS order, the last key varying fastest)."""
+    """Every combination of the values given for each key (in KEYS order, the last key varying fastest);
+    GpunetError, before any is made, for more than MAX_POINTS."""
     keys = [k for k in KEYS if values.get(k)]
+    count = math.prod(len(values[k]) for k in keys)
+    if count > MAX_POINTS:
+        raise GpunetError(f"the grid has {count:,} points, over the limit of {MAX_POINTS:,}; give fewer values")
     return [dict(zip(keys, combo)) for combo in itertools.product(*(values[k] for k in keys))]
 
 
 def config_value_text(value: Any) -> str:
-    """A config value as a directory name, a CSV cell or a plot label: 0.1, 128, 256x128, momentum."""
+    """A config value as a directory name, a CSV cell or a plot label: 0.1, 128, 256x128, momentum. Distinct
+    values give distinct texts (a float is written with the fewest digits that read back as that float)."""
     if isinstance(value, list):
         return "x".join(map(str, value))
-    return format(value, "g") if isinstance(value, float) else str(value)
+    return repr(value) if isinstance(value, float) else str(value)
 
 
 def point_name(point: dict[str, Any]) -> str:
-    """The run directory of a point: e.g. lr=0.1_batch_size=64_seed=0."""
-    return "_".join(f"{k}={config_value_text(v)}" for k, v in point.items()) or "point"
+    """The run directory of a point: e.g. lr=0.1_batch_size=64_seed=0; a name over MAX_NAME characters is cut
+    and ends in a digest of the whole, so names stay unique and within what file systems allow."""
+    name = "_".join(f"{k}={config_value_text(v)}" for k, v in point.items()) or "point"
+    if len(name) > MAX_NAME:
+        name = f"{name[:MAX_NAME - 17]}_{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return name
 
 
 def summary(point: dict[str, Any], run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -74,8 +87,8 @@ def finished_metrics(run_dir: Path, cfg: Config, dataset: str) -> dict[str, Any]
     """The metrics of a finished run of `cfg` in `run_dir`, None when it has not finished; GpunetError when the
     directory holds a run of another config (the sweep's folder was used for another sweep)."""
     try:
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
+        metrics = read_json(run_dir / "metrics.json", MAX_METRICS, "metrics file")
+    except GpunetError:
         return None  # absent, or a run stopped while writing: run the point again
     if not isinstance(metrics, dict) or metrics.get("status") not in FINISHED:
         return None

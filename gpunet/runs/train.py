@@ -31,7 +31,7 @@ from gpunet.data.datasets import NUM_CLASSES, Split, class_names, get_dataset
 from gpunet.errors import GpunetError
 from gpunet.runs.evaluate import evaluate
 from gpunet.runs.report import Outline, Reporter
-from gpunet.files import make_dir, write_json
+from gpunet.files import claim_dir, make_dir, write_json
 from gpunet.core.model import MLP
 from gpunet.core.optim import OPTIMIZER_SLOTS, learning_rate, make_optimizer
 from gpunet.core.step import TrainStep
@@ -176,11 +176,22 @@ def plan_run(config: str | Path | None, overrides: dict[str, Any], out: Path | N
 
 def run_plan(plan: Plan, backend: Backend, train_split: Split, test_split: Split,
              reporter: Reporter | None = None, threads: int | str = "auto") -> dict[str, Any]:
-    """Train the plan (a fresh one never into a directory that holds a run)."""
-    if plan.resume is None:
-        refuse_existing_run(plan.run_dir)
-    return train(plan.cfg, backend, train_split, test_split, plan.run_dir, reporter, dataset=plan.dataset,
-                 resume=plan.resume, classes=class_names(plan.dataset), threads=threads)
+    """Train the plan in its run directory, which this process holds alone meanwhile (another run into it, fresh or
+    resumed, is refused at once); a fresh run never goes into a directory that holds a run, and a resumed one
+    only from the checkpoint it was planned with (not one another process has saved since)."""
+    with claim_dir(plan.run_dir, "run directory"):
+        if plan.resume is None:
+            refuse_existing_run(plan.run_dir)
+        elif progress(load_checkpoint(plan.run_dir / "checkpoint.npz")) != progress(plan.resume):
+            raise GpunetError(f"{plan.run_dir}: its checkpoint changed since this resume began (another run "
+                              "continued it); run the command again to resume from the new one")
+        return train(plan.cfg, backend, train_split, test_split, plan.run_dir, reporter, dataset=plan.dataset,
+                     resume=plan.resume, classes=class_names(plan.dataset), threads=threads)
+
+
+def progress(ckpt: Checkpoint) -> tuple[int, int]:
+    """How far a checkpoint's run is: (epochs done, steps done in the next)."""
+    return ckpt.meta["epoch"], ckpt.meta["step"]
 
 
 @dataclass

@@ -40,10 +40,16 @@ from gpunet.core.model import MLP, is_sparse
 from gpunet.core.optim import SGD, Adam, Optimizer
 from gpunet.core.step import TrainStep
 from gpunet.core.threads import blas_threads
+from gpunet.runs.store import MAX_PARAMETERS
 
 Array = Any  # numpy.ndarray or cupy.ndarray
 SOLVERS = ("sgd", "adam")
 RATES = ("constant", "invscaling", "adaptive")
+
+
+def whole(v: Any) -> bool:
+    """An integer and not a bool (True is not a width or a count)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
 
 
 def on_gpu(a: Any) -> bool:
@@ -254,7 +260,11 @@ class BaseMLP(BaseEstimator):
         net = self.__dict__.get("_net")
         if net is None or net.backend != backend:
             net = MLP.from_state_dict(backend, self.state_dict(), self.activation, self.out_activation_)
-        return net.predict_proba(to_device(backend, X)), backend
+        A = net.predict_proba(to_device(backend, X))  # (n, n_outputs)
+        if not backend.to_numpy(backend.xp.isfinite(A).all()):  # finite inputs that overflow inside the net
+            raise ValueError(f"the outputs are not finite in {backend.dtype} for this X (its values are too large "
+                             "for the net); scale the features, or use dtype='float64'.")
+        return A, backend
 
     # --- weights and export ------------------------------------------------------------------------------------
 
@@ -297,7 +307,7 @@ class BaseMLP(BaseEstimator):
         """Raise ValueError for a bad hyper-parameter; return the hidden widths as a tuple."""
         sizes = self.hidden_layer_sizes
         hidden = (sizes,) if isinstance(sizes, numbers.Integral) else tuple(sizes)
-        if not all(isinstance(h, numbers.Integral) and not isinstance(h, bool) and h >= 1 for h in hidden):
+        if not all(whole(h) and h >= 1 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be positive integers, got {sizes!r}")
         if self.solver == "lbfgs":
             raise ValueError("solver='lbfgs' is not available in gpunet: use 'adam' or 'sgd' (scikit-learn's "
@@ -308,18 +318,16 @@ class BaseMLP(BaseEstimator):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r}: use one of {', '.join(map(str, allowed))}")
         b = self.batch_size
-        if b != "auto" and not (isinstance(b, numbers.Integral) and not isinstance(b, bool) and b >= 1):
+        if b != "auto" and not (whole(b) and b >= 1):
             raise ValueError(f"batch_size must be 'auto' or a positive integer, got {b!r}")
         for name, ok in (("alpha", self.alpha >= 0), ("learning_rate_init", self.learning_rate_init > 0),
                          ("power_t", self.power_t >= 0), ("momentum", 0 <= self.momentum <= 1),
-                         ("max_iter", self.max_iter >= 1), ("tol", self.tol >= 0),
-                         ("n_iter_no_change", self.n_iter_no_change >= 1),
+                         ("max_iter", whole(self.max_iter) and self.max_iter >= 1), ("tol", self.tol >= 0),
+                         ("n_iter_no_change", whole(self.n_iter_no_change) and self.n_iter_no_change >= 1),
                          ("validation_fraction", 0 < self.validation_fraction < 1),
                          ("beta_1", 0 <= self.beta_1 < 1), ("beta_2", 0 <= self.beta_2 < 1),
                          ("epsilon", self.epsilon > 0), ("max_fun", self.max_fun >= 1),
-                         ("n_threads", self.n_threads == "auto" or (isinstance(self.n_threads, numbers.Integral)
-                                                                     and not isinstance(self.n_threads, bool)
-                                                                     and self.n_threads >= 1))):
+                         ("n_threads", self.n_threads == "auto" or (whole(self.n_threads) and self.n_threads >= 1))):
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r} is out of range")
         return hidden
@@ -328,8 +336,10 @@ class BaseMLP(BaseEstimator):
         """Checked X (and y as a host array). NumPy-like X goes through scikit-learn's validate_data; a CuPy X
         stays on the GPU, checked for shape, feature count and finite values there."""
         if not on_gpu(X):
-            return validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset, accept_sparse=["csr", "csc"],
-                                 **kw)
+            checked = validate_data(self, X, y, dtype=(np.float64, np.float32), reset=reset,
+                                    accept_sparse=["csr", "csc"], **kw)
+            self._check_range(checked if isinstance(y, str) and y == "no_validation" else checked[0])
+            return checked
         if X.ndim != 2:
             raise ValueError(f"Expected a 2D array, got an array of shape {X.shape}")
         if reset:
@@ -350,6 +360,16 @@ class BaseMLP(BaseEstimator):
         check_consistent_length(X, y)
         return X, y
 
+    def _check_range(self, X: Array) -> None:
+        """ValueError when X holds a value beyond the range of `dtype`, the type the net computes in (it would
+        become infinite there, and the outputs NaN)."""
+        if self.dtype is None or not X.size or X.dtype.itemsize <= np.dtype(self.dtype).itemsize:
+            return
+        big = float(np.finfo(self.dtype).max)
+        if float(abs(X).max()) > big:
+            raise ValueError(f"Input X contains values beyond the range of {self.dtype} (|x| > {big:.4g}); "
+                             "scale the features, or use dtype='float64'.")
+
     def _backend_for(self, X: Array) -> Backend:
         dtype = self.dtype or (X.dtype.name if X.dtype.name in DTYPES else "float64")
         return get_backend("cuda" if on_gpu(X) else self.device, dtype)
@@ -367,7 +387,12 @@ class BaseMLP(BaseEstimator):
         return Adam(backend, self._net.params, self.beta_1, self.beta_2, self.epsilon, correct_eps=False)
 
     def _start(self, backend: Backend, sizes: tuple[int, ...], rs: np.random.RandomState) -> None:
-        """scikit-learn's `_initialize`: Glorot-uniform weights from `rs` and fresh counters."""
+        """scikit-learn's `_initialize`: Glorot-uniform weights from `rs` and fresh counters (ValueError, before
+        any weight is made, over MAX_PARAMETERS)."""
+        params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+        if params > MAX_PARAMETERS:
+            raise ValueError(f"hidden_layer_sizes={self.hidden_layer_sizes!r} makes a net of {params:,} parameters "
+                             f"for {sizes[0]} features and {sizes[-1]} outputs, over the limit of {MAX_PARAMETERS:,}")
         state = glorot_uniform(sizes, rs, factor=2.0 if self.activation == "logistic" else 6.0)
         self._net = MLP.from_state_dict(backend, state, self.activation, self.out_activation_)
         self._net.floor = float(np.finfo(backend.dtype).eps)  # scikit-learn clips probabilities to [eps, 1 - eps]

@@ -23,7 +23,8 @@ from gpunet.files import json_text
 from gpunet.data.idx import read_bytes
 from gpunet.data.locate import repo_data
 from gpunet.core.model import MLP
-from gpunet.runs.store import MAX_PARAMETERS, load_checkpoint, load_model, save_model
+from gpunet.runs.plots import curves
+from gpunet.runs.store import BUDGETS, MAX_PARAMETERS, load_checkpoint, load_model, save_model
 
 from helpers import assert_clean_error, mutate
 
@@ -44,10 +45,17 @@ def run(tmp_path_factory):
     return out
 
 
-def npz_parts(path: Path) -> tuple[dict[str, np.ndarray], dict]:
+def npz_parts(path: Path, history_in_header: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """The arrays and header of a gpunet file; a checkpoint's history moved into its header (format 1, still
+    read) unless `history_in_header` is False, so the tests can edit its rows as JSON."""
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
-    return arrays, json.loads(str(arrays.pop("meta")))
+    header = json.loads(str(arrays.pop("meta")))
+    if "history" in arrays and history_in_header:
+        columns = header.pop("history_columns")
+        header.update(format=1, history=[{c: int(v) if c == "epoch" else v for c, v in zip(columns, row)}
+                                         for row in arrays.pop("history").tolist()])
+    return arrays, header
 
 
 def write_npz(path: Path, arrays: dict, header) -> Path:
@@ -116,13 +124,35 @@ def test_a_declared_giant_is_refused_before_anything_is_read(tmp_path):
     assert f"{MAX_PARAMETERS:,} parameters" in str(e.value)
 
 
+def declared(path: Path, shapes: dict[str, tuple[int, ...]]) -> Path:
+    """A .npz whose members declare `shapes` in their .npy headers and hold no data."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name, shape in shapes.items():
+            buf = io.BytesIO()
+            np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            z.writestr(f"{name}.npy", buf.getvalue())
+        z.writestr("meta.npy", b"")
+    return path
+
+
+@pytest.mark.parametrize("width", [64_000, 100_000, 250_000])  # 50.8, 79.5 and 198.8 million numbers
+def test_a_model_file_may_declare_no_more_numbers_than_a_net_holds(tmp_path, width):
+    shapes = {"W1": (784, width), "b1": (width,), "W2": (width, 10), "b2": (10,)}
+    assert BUDGETS["model"] < sum(np.prod(s) for s in shapes.values()) < BUDGETS["checkpoint"]
+    with pytest.raises(GpunetError, match=f"over the limit of {BUDGETS['model']:,} for a model file"):
+        load_model(declared(tmp_path / "model.npz", shapes), CPU)
+    with pytest.raises(GpunetError) as e:  # a checkpoint may hold that many: refused later, for other reasons
+        load_checkpoint(declared(tmp_path / "checkpoint.npz", {f"param.{k}": v for k, v in shapes.items()}))
+    assert "over the limit" not in str(e.value)
+
+
 @pytest.mark.parametrize("change, says", [
     (lambda h: h.update(config=list(h["config"].items())), "config = "),
     (lambda h: h.pop("epoch"), "no epoch"),
     (lambda h: h.update(epoch="2"), "epoch = '2'"),
     (lambda h: h.update(step=-1), "step = -1"),
-    (lambda h: h.update(history=["a", "b"]), "history rows"),
-    (lambda h: h["history"][0].update(train_loss=None), "history rows"),
+    (lambda h: h.update(history=["a", "b"]), "history row 1 "),
+    (lambda h: h["history"][0].update(train_loss=None), "history row 1 "),
     (lambda h: h.update(history=h["history"][:1]), "history has 1 rows"),
     (lambda h: h["config"].pop("lr"), "config has keys"),
     (lambda h: h["config"].update(lr=-1), "lr = -1"),
@@ -160,7 +190,8 @@ def test_resume_from_a_bad_checkpoint_is_one_line_before_training(run, tmp_path,
     result = cli("train", "--resume", copy, "--epochs", 4)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.strip().splitlines() == [f"error: {copy / 'checkpoint.npz'}: damaged checkpoint file: "
-                                                  "history rows are not the numbers of one epoch each"]
+                                                  "history rows have no train_loss, train_accuracy, seconds, "
+                                                  "val_accuracy, val_loss"]
 
 
 # JSON output ----------------------------------------------------------------------------------------------------
@@ -289,10 +320,10 @@ ODD_VALUES = [None, True, -1, 0, 10 ** 400, 1e308, -0.5, "", "x" * 300, [], [1, 
               float("nan"), float("inf"), 784, [784, 16, 10], {"epoch": 1}]
 
 
-def fuzz_header(header: dict, rng: np.random.Generator) -> dict:
-    """`header` with one to three values (at any depth) replaced by odd JSON values, or a key dropped."""
+def fuzz_header(header: dict, rng: np.random.Generator, values: list = ODD_VALUES, most: int = 3) -> dict:
+    """`header` with one to `most` values (at any depth) replaced by one of `values`, or a key dropped."""
     header = json.loads(json.dumps(header))
-    for _ in range(int(rng.integers(1, 4))):
+    for _ in range(int(rng.integers(1, most + 1))):
         node = header
         while True:
             keys = list(node) if isinstance(node, dict) else list(range(len(node)))
@@ -305,7 +336,7 @@ def fuzz_header(header: dict, rng: np.random.Generator) -> dict:
             if isinstance(node, dict) and rng.random() < 0.15:
                 del node[key]
             else:
-                node[key] = ODD_VALUES[int(rng.integers(len(ODD_VALUES)))]
+                node[key] = values[int(rng.integers(len(values)))]
             break
     return header
 
@@ -335,3 +366,130 @@ def test_a_folder_that_cannot_be_made_is_one_line(tmp_path, args, what):
     blocker.write_text("not a folder")
     assert_clean_error(cli(*args, "--out", blocker / "run"), f"{blocker / 'run'}: {what}")
     assert blocker.read_text() == "not a folder"
+
+
+# Arrays of any shape, in every loader ------------------------------------------------------------------------------
+
+SHAPES = {"0-d": (), "1-d": (16,), "3-d": (784, 16, 1), "empty": (0, 16), "transposed": (16, 784)}
+
+
+@pytest.mark.parametrize("name", ["W1", "b1", "W2", "b2"])
+@pytest.mark.parametrize("shape", list(SHAPES.values()), ids=list(SHAPES))
+def test_weights_of_any_other_shape_are_one_line_in_every_loader(run, tmp_path, name, shape):
+    model_arrays, model_header = npz_parts(run / "model.npz")
+    ckpt_arrays, ckpt_header = npz_parts(run / "checkpoint.npz", history_in_header=False)
+    if model_arrays[name].shape == shape:
+        pytest.skip("the right shape")
+    bad = np.ones(shape, np.float32)
+    loaders = [
+        (lambda p: load_model(p, CPU), write_npz(tmp_path / "model.npz", {**model_arrays, name: bad}, model_header)),
+        (load_checkpoint, write_npz(tmp_path / "checkpoint.npz", {**ckpt_arrays, f"param.{name}": bad}, ckpt_header)),
+        (load_checkpoint, write_npz(tmp_path / "best.npz", {**ckpt_arrays, f"best.{name}": bad}, ckpt_header)),
+        (load_checkpoint, write_npz(tmp_path / "opt.npz", {**ckpt_arrays, f"opt.m.{name}": bad}, ckpt_header)),
+    ]
+    for load, path in loaders:
+        with pytest.raises(GpunetError, match=f"{path.name}: "):
+            load(path)
+    with pytest.raises(ValueError, match="W1|W2"):
+        MLP.from_state_dict(CPU, {**{k: v for k, v in model_arrays.items()}, name: bad})
+    assert_clean_error(cli("evaluate", tmp_path / "model.npz", "--device", "cpu"), "model.npz")
+
+
+# Checkpoints checked whole before any training ---------------------------------------------------------------------
+
+LIES = {
+    "best-null-accuracy": lambda h, a: h["best"].update(val_accuracy=None),
+    "best-null-loss": lambda h, a: h["best"].update(val_loss=None),
+    "best-str-accuracy": lambda h, a: h["best"].update(val_accuracy="0.9"),
+    "best-extra-key": lambda h, a: h["best"].update(weights=[1, 2]),
+    "best-missing-key": lambda h, a: h["best"].pop("val_loss"),
+    "best-other-scores": lambda h, a: h["best"].update(val_accuracy=0.123),
+    "best-epoch-0-with-scores": lambda h, a: h["best"].update(epoch=0),
+    "best-epoch-past": lambda h, a: h["best"].update(epoch=h["epoch"] + 1),
+    "best-weights-missing": lambda h, a: [a.pop(k) for k in list(a) if k.startswith("best.")],
+    "validation-null": lambda h, a: h.update(validation=None),
+    "validation-no-digest": lambda h, a: h["validation"].pop("indices_sha256"),
+    "validation-digest-int": lambda h, a: h["validation"].update(indices_sha256=7),
+    "validation-list": lambda h, a: h.update(validation=[1]),
+    "val-size-0": lambda h, a: h["config"].update(val_size=0),
+    "step-past-epoch": lambda h, a: h.update(step=10 ** 6),
+    "history-out-of-order": lambda h, a: h["history"].reverse(),
+    "history-epoch-float": lambda h, a: h["history"][0].update(epoch=1.5),
+    "history-accuracy-over-1": lambda h, a: h["history"][1].update(train_accuracy=3.0),
+    "history-loss-negative": lambda h, a: h["history"][0].update(val_loss=-1.0),
+    "history-row-without-validation": lambda h, a: h["history"][1].pop("val_accuracy"),
+    "history-rows-differ": lambda h, a: h["history"][1].update(extra=1.0),
+    "history-dict": lambda h, a: h.update(history={"1": {}}),
+    "sums-without-step": lambda h, a: a.update({"sum.loss_sum": np.float64(1), "sum.correct": np.int64(1)}),
+    "epoch-seconds-negative": lambda h, a: h.update(epoch_seconds=-5.0),
+    "format-bool": lambda h, a: h.update(format=True),
+}
+
+
+@pytest.mark.parametrize("change", list(LIES.values()), ids=list(LIES))
+def test_a_checkpoint_that_lies_is_refused_when_it_is_loaded(run, tmp_path, change):
+    arrays, header = npz_parts(run / "checkpoint.npz")
+    change(header, arrays)
+    path = write_npz(tmp_path / "checkpoint.npz", arrays, header)
+    with pytest.raises(GpunetError, match="checkpoint.npz: ") as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("change", [
+    lambda h, a: h.update(history_columns=h["history_columns"][:-1]),
+    lambda h, a: h.update(history_columns=[1] * len(h["history_columns"])),
+    lambda h, a: h.update(history_columns=["epoch"] * len(h["history_columns"])),
+    lambda h, a: h.pop("history_columns"),
+    lambda h, a: a.update(history=a["history"][:, :2]),
+    lambda h, a: a.update(history=a["history"][0]),
+    lambda h, a: a.update(history=a["history"][:1]),
+    lambda h, a: a.pop("history"),
+    lambda h, a: h.update(history=[]),
+], ids=["columns-short", "columns-ints", "columns-repeated", "no-columns", "array-narrow", "array-1-d",
+        "array-short", "no-array", "history-twice"])
+def test_the_history_array_must_match_its_columns(run, tmp_path, change):
+    arrays, header = npz_parts(run / "checkpoint.npz", history_in_header=False)
+    change(header, arrays)
+    path = write_npz(tmp_path / "checkpoint.npz", arrays, header)
+    with pytest.raises(GpunetError, match="checkpoint.npz: damaged checkpoint file: "):
+        load_checkpoint(path)
+
+
+PLAUSIBLE = [None, 0, 1, 2, 3, 4, 0.0, 0.5, 1.0, 100, 500, 5000, "mnist", "fashion-mnist", "gd", "adam", [16], {}, []]
+
+
+def test_fuzzed_checkpoints_are_refused_at_load_or_resume_to_the_end(run, tmp_path, monkeypatch, mnist):
+    """A seeded fuzz of a checkpoint's header fields (both formats), with odd values and with plausible ones (the
+    lies that look like a checkpoint): each is either refused by load_checkpoint with one line, or a resume from
+    it trains to the end and saves, and its history plots, with no traceback: no lie gets past the load to fail later.
+    The first is the checkpoint unchanged, so the resume path is surely taken."""
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: mnist)
+    rng = np.random.default_rng(21)
+    resumed = refused = 0
+    for i in range(60):
+        arrays, header = npz_parts(run / "checkpoint.npz", history_in_header=bool(i % 2))
+        copy = tmp_path / f"run{i}"
+        copy.mkdir()
+        if i:
+            header = fuzz_header(header, rng, *((PLAUSIBLE, 1) if i % 3 else (ODD_VALUES, 3)))
+        path = write_npz(copy / "checkpoint.npz", arrays, header)
+        try:
+            load_checkpoint(path)
+        except GpunetError as e:
+            assert "\n" not in str(e) and str(path) in str(e)
+            refused += 1
+            continue
+        result = cli("train", "--resume", copy, "--epochs", 3, "--no-plots")
+        assert "Traceback" not in result.output and result.exception is None or isinstance(
+            result.exception, SystemExit), result.output
+        if result.exit_code == 2:  # a refusal before training, e.g. rows that are not this data's
+            assert_clean_error(result)
+            assert not (copy / "metrics.json").exists()
+        else:
+            assert result.exit_code == 0, result.output
+            metrics = json.loads((copy / "metrics.json").read_text())
+            assert metrics["status"] == "completed"
+            curves(metrics["history"], copy / "curves.png", metrics["best_epoch"])  # the plot drawn from them
+            resumed += 1
+    assert refused >= 30 and resumed >= 1

@@ -9,7 +9,7 @@ from PIL import Image
 
 from gpunet.core.backend import get_backend
 from gpunet.data.load import to_features
-from gpunet.runs.store import load_model
+from gpunet.runs.store import load_model, save_model
 from helpers import cli
 
 
@@ -59,3 +59,27 @@ def test_predict_reports_bad_files_and_still_runs_the_others(trained_run, mnist,
     assert "Traceback" not in result.output
     with Image.open(show) as image:
         assert image.format == "PNG" and image.width >= 300
+
+
+HOSTILE = [r"$\frac{1}{0$", "\x1b]0;owned\x07", "\x1b[2J\x1b[31mred", "\u202eevil", "b" * 90_000, "$x^{$",
+           "\x9b31m", "c" * 90_000, "\r\roverwrite", "ok"]
+
+
+def test_class_names_from_a_model_file_reach_the_terminal_escaped_and_bounded(tmp_path, trained_run):
+    net, _ = load_model(trained_run, get_backend("cpu"))
+    save_model(tmp_path / "model.npz", net, {"dataset": "mnist", "classes": HOSTILE})
+    digit = np.zeros((28, 28), np.uint8)
+    digit[6:22, 12:16] = 255
+    images = []
+    for name in ("plain.png", "\x1b]0;title\x07.png"):  # a file name is shown the same way
+        Image.fromarray(digit).save(tmp_path / name)
+        images.append(tmp_path / name)
+    result = cli("predict", tmp_path / "model.npz", *images, "--show", tmp_path / "show.png")
+    assert result.exit_code == 0, result.output
+    for text in (result.stdout, result.stderr):
+        assert not any(c in text for c in "\x1b\x07\x9b\u202e\r"), repr(text[:300])
+        assert all(len(line) < 1000 for line in text.splitlines())
+    assert len(result.stdout.splitlines()) == 2 and "\\x1b]0;title\\x07.png: " in result.stdout
+    assert (tmp_path / "show.png").stat().st_size > 10_000
+    answers = json.loads(cli("predict", tmp_path / "model.npz", *images, "--json").stdout)  # JSON: exact, escaped
+    assert set(answers[0]["probabilities"]) == set(HOSTILE)

@@ -286,20 +286,137 @@ def test_a_wrong_host_over_http(real_server):
     conn.close()
 
 
-def test_connections_over_the_cap_are_closed_at_once(real_server, monkeypatch):
+def read_answer(s: socket.socket) -> tuple[bytes, bool]:
+    """The bytes the server sends until it closes the connection or goes quiet for a second, and whether it closed."""
+    s.settimeout(1.0)
+    answer = b""
+    try:
+        while chunk := s.recv(65536):
+            answer += chunk
+    except socket.timeout:
+        return answer, False
+    except ConnectionResetError:
+        pass
+    return answer, True
+
+
+def closed_within(s: socket.socket, seconds: float) -> bool:
+    """Whether the server closes `s` within `seconds` while the client keeps sending a byte every 0.2 s."""
+    deadline = time.monotonic() + seconds
+    s.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            s.sendall(b"x")
+            if s.recv(65536) == b"":
+                return True
+        except socket.timeout:
+            continue
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+    return False
+
+
+EARLY_ANSWERS = [  # requests answered before their body is read, each with a body that has not all arrived
+    (b"PUT /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\nab", 405),
+    (b"POST /api/model HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nab", 405),
+    (b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
+     b"Content-Length: 2000000\r\n\r\nab", 413),
+    (b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nab",
+     415),
+    (b"POST /nowhere HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\nab", 404),
+    (b"POST /api/predict HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 1000\r\n\r\nab", 421),
+]
+
+
+@pytest.mark.parametrize("request_bytes, status", EARLY_ANSWERS, ids=["405-put", "405-post", "413", "415", "404", "421"])
+def test_a_body_sent_a_byte_at_a_time_after_the_answer_cannot_hold_the_connection(real_server, request_bytes, status):
+    with socket.create_connection(("127.0.0.1", real_server), timeout=10) as s:
+        s.sendall(request_bytes)
+        s.settimeout(10)
+        answer = b""
+        while not answer.endswith(b"}"):  # the whole JSON answer, which may come in two pieces
+            answer += s.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 %d" % status) and b'{"error":' in answer, answer
+        assert closed_within(s, 8.0), "the connection was held open by one byte at a time"
+
+
+def test_413_says_it_closes_the_connection_and_does(real_server):
+    with socket.create_connection(("127.0.0.1", real_server), timeout=10) as s:
+        s.sendall(b"POST /api/predict HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/png\r\n"
+                  b"Content-Length: 5000000\r\n\r\n" + b"x" * 1000)
+        answer, closed = read_answer(s)
+    assert answer.startswith(b"HTTP/1.1 413") and b"connection: close" in answer.lower() and closed
+
+
+@pytest.mark.parametrize("size", [17_000, 30_000, 60_000, 200_000])
+def test_a_request_head_over_the_limit_gets_431_in_json(real_server, size):
+    with socket.create_connection(("127.0.0.1", real_server), timeout=10) as s:
+        try:
+            s.sendall(b"GET /api/model HTTP/1.1\r\nHost: localhost\r\nX-Pad: " + b"a" * size + b"\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        answer, closed = read_answer(s)
+    assert closed
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 431") and b'{"error":' in answer, answer[:200]
+
+
+def test_a_request_head_within_the_limit_is_served(real_server):
+    conn = http.client.HTTPConnection("127.0.0.1", real_server, timeout=30)
+    conn.request("GET", "/api/model", headers={"X-Pad": "a" * (serve_module.MAX_HEAD - 200)})
+    assert conn.getresponse().status == 200
+    conn.close()
+
+
+def test_connections_over_the_cap_get_a_json_503_and_far_over_it_are_closed_at_once(real_server, monkeypatch):
     monkeypatch.setattr(serve_module, "MAX_CONNECTIONS", 3)
     monkeypatch.setattr(serve_module, "HEADER_TIMEOUT", 60.0)  # so only the cap can close them
-    held = [socket.create_connection(("127.0.0.1", real_server), timeout=10) for _ in range(5)]
+    held = [socket.create_connection(("127.0.0.1", real_server), timeout=10) for _ in range(3)]
     try:
         time.sleep(0.3)  # the server has accepted them all
-        for s in held[3:]:  # closed by the server at once, long before its header timeout
-            try:
-                assert s.recv(1) == b""
-            except ConnectionResetError:
-                pass
-        held.pop(0).close()
+        over = [socket.create_connection(("127.0.0.1", real_server), timeout=10) for _ in range(3)]
+        held += over
+        over[0].sendall(b"GET /api/model HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer, closed = read_answer(over[0])
+        assert answer.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in answer.lower() and closed
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"].startswith("over 3 connections")
+        t0 = time.monotonic()
+        assert read_answer(over[1]) == (b"", True)  # silent: closed after CAP_HEADER_TIMEOUT, not 60 s
+        assert time.monotonic() - t0 < 10
+        far = [socket.create_connection(("127.0.0.1", real_server), timeout=10) for _ in range(6)]
+        held += far
         time.sleep(0.3)
-        assert timed_get_model(real_server) < ANSWER_WITHIN  # the freed slot serves the next client
+        assert read_answer(far[-1]) == (b"", True)  # beyond twice the cap: closed at once
+        for s in held[:3]:
+            s.close()
+        time.sleep(serve_module.CAP_HEADER_TIMEOUT + 0.5)  # the silent ones over the cap are gone by now
+        assert timed_get_model(real_server) < ANSWER_WITHIN  # the freed slots serve the next client
     finally:
         for s in held:
             s.close()
+
+
+def test_bytes_that_are_not_http_get_a_json_400(real_server):
+    with socket.create_connection(("127.0.0.1", real_server), timeout=10) as s:
+        s.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
+        answer, closed = read_answer(s)
+    assert answer.startswith(b"HTTP/1.1 400") and closed
+    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": "not a valid HTTP/1.1 request"}
+
+
+@pytest.mark.parametrize("pixels", [
+    ["0.5"] * 784, [True] * 784, [False] * 784, [[True] * 28] * 28, [["0"] * 28] * 28, [0.5] * 783 + ["0.5"],
+    [0.5] * 783 + [None], [[0.5] * 27 + [True]] + [[0.5] * 28] * 27, [{"a": 1}] * 784, "0.5" * 784,
+], ids=["strings", "true", "false", "true-28x28", "strings-28x28", "one-string", "one-null", "one-bool-28x28",
+        "objects", "a-string"])
+def test_pixels_must_be_json_numbers(client, pixels):
+    for body in (pixels, {"pixels": pixels}):
+        r = client.post("/api/predict", content=json.dumps(body), headers={"content-type": "application/json"})
+        assert r.status_code == 422 and "numbers" in r.json()["error"], r.text
+
+
+def test_pixels_as_json_integers_and_floats_are_accepted(client):
+    grey = np.zeros((28, 28))
+    grey[6:22, 12:16] = 1
+    rows = [[int(v) if v in (0, 1) and i % 2 else float(v) for v in row] for i, row in enumerate(grey)]
+    r = client.post("/api/predict", content=json.dumps(rows), headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text

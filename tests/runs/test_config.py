@@ -45,3 +45,26 @@ def test_config_that_is_not_text(tmp_path):
 
 def test_missing_config_file(tmp_path):
     assert_clean_error(cli("train", "--config", tmp_path / "nope.toml"), "config file not found")
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("epochs = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
+    ("x = " + "{a = " * 3000 + "1" + "}" * 3000, "nested too deeply"),
+    ("[" + "a." * 5000 + "b]\nepochs = 1", "unknown key 'a'"),
+    ("epochs = " + "9" * 5000, "not valid TOML"),
+    ("lr = " + "1" * 5000 + ".5", "lr = "),
+    ("hidden = [" + "1" * 4400 + "]", "not valid TOML"),
+    ("epochs = 1\n" * 2, "not valid TOML"),
+])
+def test_hostile_toml_is_one_line(tmp_path, text, fragment):
+    path = tmp_path / "hostile.toml"
+    path.write_text(text)
+    result = cli("train", "--config", path, "--device", "cpu", "--out", tmp_path / "r")
+    assert_clean_error(result, str(path), fragment)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_config_file_over_the_size_limit_is_refused(tmp_path):
+    path = tmp_path / "big.toml"
+    path.write_text("# padding\n" * 200_000 + "epochs = 1\n")
+    assert_clean_error(cli("train", "--config", path, "--out", tmp_path / "r"), "too big for a config file")

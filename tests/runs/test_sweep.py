@@ -197,3 +197,56 @@ def test_two_worker_processes_give_the_same_points_as_one(tmp_path, no_test_set)
 def test_threads_is_checked_before_any_work(tmp_path):
     result = sweep("--out", tmp_path / "s", "--lr", "0.1", "--threads", "none")
     assert result.exit_code == 2 and "--threads 'none'" in result.output and not (tmp_path / "s").exists()
+
+
+# Names unique by value, and grids of bounded size ------------------------------------------------------------------
+
+NEAR = {  # values that look alike when printed short, each a config of its own
+    "hidden": [[128], [12, 8], [1, 28], [128, 1]],
+    "lr": [0.1, 0.1000001, 0.10000000000000002, 1e-5, 1.0000001e-5],
+    "batch_size": [64, "full"],
+    "momentum": [0.9, 0.9000001, 0.90000001],
+}
+
+
+def test_point_names_are_unique_by_value():
+    grid = expand_grid(NEAR)
+    assert len({point_name(p) for p in grid}) == len(grid) == 4 * 5 * 2 * 3
+
+
+def test_neighbouring_floats_get_names_of_their_own():
+    rng = np.random.default_rng(4)
+    for x in np.concatenate([rng.random(200), 10.0 ** rng.uniform(-12, 3, 200)]):
+        x = float(x)
+        neighbours = [x, float(np.nextafter(x, 2 * x)), float(np.nextafter(x, 0))]
+        assert len({point_name({"lr": v}) for v in neighbours}) == 3, neighbours
+
+
+def test_point_names_of_many_keys_stay_short_and_unique():
+    point = {"hidden": [100_000] * 40, "lr": 0.12345678901234568, "momentum": 0.8765432109876543,
+             "batch_size": 123456789, "seed": 987654321, "limit": 55555, "val_size": 44444}
+    names = {point_name({**point, "seed": s}) for s in range(100)}
+    assert len(names) == 100 and all(len(n.encode()) <= 255 for n in names)
+
+
+def test_values_that_print_alike_train_into_their_own_directories(tmp_path, no_test_set):
+    out = tmp_path / "s"
+    first = sweep("--out", out, "--lr", "0.1,0.1000001")
+    assert first.exit_code == 0, first.output
+    dirs = [p for p in out.iterdir() if p.is_dir()]
+    assert sorted(json.loads((d / "metrics.json").read_text())["config"]["lr"] for d in dirs) == [0.1, 0.1000001]
+    again = sweep("--out", out, "--lr", "0.1,0.1000001")
+    assert again.exit_code == 0 and "2 finished already, 0 to run" in again.output, again.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--lr", ",".join(str(0.001 * (i + 1)) for i in range(1000)), "--seed", ",".join(map(str, range(1000)))],
+     "1,000,000 points, over the limit of 10,000"),
+    (["--lr", "0.1,0.2", "--seed", ",".join(map(str, range(10_001)))], "10,001 values, over the limit"),
+    (["--seed", ",".join(map(str, range(200))), "--lr", ",".join(str(0.01 * (i + 1)) for i in range(51))],
+     "10,200 points"),
+])
+def test_a_grid_over_the_limit_is_refused_before_any_work(tmp_path, monkeypatch, args, fragment):
+    monkeypatch.setattr(sweep_module, "load_dataset", lambda *a, **k: pytest.fail("the data was loaded"))
+    monkeypatch.setattr(sweep_module, "load_config", lambda *a, **k: pytest.fail("the points were made"))
+    assert_one_line_and_no_folder(tmp_path, args, fragment)

@@ -3,6 +3,10 @@ an existing run is never overwritten, and running out of memory or diverging sto
 keeps the last good model."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +15,9 @@ from gpunet.runs import train as train_module
 from gpunet.core.backend import get_backend
 from gpunet.runs.config import load_config
 from gpunet.runs.store import load_checkpoint, load_model
-from gpunet.runs.train import train
+from gpunet.errors import GpunetError
+from gpunet.files import claim_dir
+from gpunet.runs.train import plan_run, run_plan, train
 from helpers import assert_clean_error, cli
 
 
@@ -118,3 +124,61 @@ def test_the_loop_runs_silently(tmp_path, mnist, capfd):
     assert capfd.readouterr() == ("", "")
     assert metrics["status"] == "completed" and len(metrics["history"]) == 2
     assert {"metrics.json", "model.npz", "checkpoint.npz"} <= {p.name for p in tmp_path.iterdir()}
+
+
+# A run directory held by one run at a time -------------------------------------------------------------------------
+
+SMALL = ("--device", "cpu", "--epochs", "2", "--limit", "300", "--val-size", "100", "--batch-size", "100",
+         "--no-plots")
+
+
+@pytest.fixture
+def loaded_once(monkeypatch, mnist):
+    """The CLI's dataset loads hand out the session's MNIST."""
+    from gpunet.data import load as data_module
+
+    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: mnist)
+
+
+@pytest.mark.parametrize("args", [(), ("--epochs", "3")], ids=["fresh", "more-epochs"])
+def test_a_run_directory_in_use_is_refused_to_another_run(tmp_path, loaded_once, args):
+    out = tmp_path / "run"
+    with claim_dir(out):  # as another process would hold it: an flock on the directory from another open
+        assert_clean_error(cli("train", *SMALL, *args, "--out", out), "another gpunet process is using")
+    assert list(out.iterdir()) == []
+
+
+def test_a_run_in_progress_cannot_be_resumed_at_the_same_time(tmp_path, loaded_once):
+    out = tmp_path / "run"
+    assert cli("train", *SMALL, "--out", out).exit_code == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    with claim_dir(out):
+        assert_clean_error(cli("train", "--resume", out, "--epochs", "3", "--no-plots"),
+                           "another gpunet process is using")
+    assert (out / "checkpoint.npz").read_bytes() == before
+
+
+def test_a_resume_planned_before_another_resume_finished_is_refused(tmp_path, loaded_once, mnist):
+    out = tmp_path / "run"
+    assert cli("train", *SMALL, "--out", out).exit_code == 0
+    plan = plan_run(None, {"epochs": 4}, resume=out)  # planned from the 2-epoch checkpoint...
+    assert cli("train", "--resume", out, "--epochs", "3", "--no-plots").exit_code == 0  # ...which moves on
+    with pytest.raises(GpunetError, match="its checkpoint changed since this resume began"):
+        run_plan(plan, get_backend("cpu"), *mnist)
+    assert load_checkpoint(out / "checkpoint.npz").meta["epoch"] == 3
+
+
+def test_two_trainings_into_one_directory_at_once_leave_one_run_and_one_error(tmp_path):
+    """Two real processes started together: one trains and saves, the other stops with one line."""
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    command = [sys.executable, "-m", "gpunet", "train", *SMALL, "--seed", "{}", "--out", str(out)]
+    procs = [subprocess.Popen([a.format(seed) for a in command], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for seed in (1, 2)]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in procs]
+    assert sorted(code for code, _ in results) == [0, 2], results
+    (winner,), (loser,) = [[seed for seed, (code, _) in zip((1, 2), results) if code == c] for c in (0, 2)]
+    errors = [line for line in results[loser - 1][1].splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and ("another gpunet process is using" in errors[0] or "already holds a run" in errors[0])
+    assert json.loads((out / "metrics.json").read_text())["config"]["seed"] == winner
+    assert load_checkpoint(out / "checkpoint.npz").meta["config"]["seed"] == winner
