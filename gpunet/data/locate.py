@@ -3,7 +3,7 @@
 A dataset is looked for in these folders, in order; the first whose four files all match the SHA-256 of
 their decompressed bytes wins, and a damaged copy on the way is reported with its path and skipped:
   1. `--data-dir DIR`: DIR/<name>/ when it exists, else DIR itself;
-  2. `$GPUNET_DATA/<name>/`: $GPUNET_DATA is a root holding one folder per dataset;
+  2. `$GPUNET_DATA`, read the same way: a root holding one folder per dataset, or one dataset's folder;
   3. the repository's `data/<name>/` (MNIST ships there), when gpunet runs from its clone;
   4. the user cache `$XDG_CACHE_HOME/gpunet/<name>/` (default ~/.cache/gpunet/<name>/), where downloads go;
   5. system copies, such as Debian's `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist/.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from gpunet.data.datasets import DATASETS, DataFile, Dataset, Split, get_dataset
+from gpunet.data.datasets import DATASETS, SPLIT_PREFIXES, DataFile, Dataset, Split, get_dataset
 from gpunet.errors import GpunetError
 from gpunet.data.idx import read_bytes, read_idx
 from gpunet.install import CLONE, in_clone
@@ -56,8 +56,9 @@ def holder(folder: Path) -> str | None:
     return None
 
 
-def read_copy(ds: Dataset, folder: Path) -> tuple[Split, Split]:
-    """(train, test) from `folder`, every file checked against `ds`'s digests; a problem names the file."""
+def read_copy(ds: Dataset, folder: Path) -> tuple[Split, ...]:
+    """The splits whose files `ds` lists, from `folder` ((train, test) for a registry entry), every file checked
+    against `ds`'s digests; a problem names the file."""
     arrays = {}
     for f in ds.files:
         path = file_path(folder, f)
@@ -65,14 +66,14 @@ def read_copy(ds: Dataset, folder: Path) -> tuple[Split, Split]:
             raise GpunetError(f"{folder / (f.name + '.gz')}: file not found (this copy of {ds.name} is incomplete)")
         arrays[f.name] = (path, read_idx(path, f.sha256, f.size))
     splits = []
-    for prefix in ("train", "t10k"):
+    for prefix in (p for p in SPLIT_PREFIXES if f"{p}-images-idx3-ubyte" in arrays):
         (ipath, images), (lpath, labels) = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise GpunetError(f"{ipath}: shape {images.shape} does not pair with {lpath} of shape {labels.shape}")
         if labels.size and labels.max() >= len(ds.classes):
             raise GpunetError(f"{lpath}: label {int(labels.max())} is out of range 0..{len(ds.classes) - 1}")
         splits.append(Split(images, labels))
-    return splits[0], splits[1]
+    return tuple(splits)
 
 
 def cache_dir(name: str) -> Path:
@@ -82,6 +83,11 @@ def cache_dir(name: str) -> Path:
     return root / "gpunet" / name
 
 
+def dataset_folder(d: Path, ds: Dataset) -> Path:
+    """`d`/<name> when that folder exists (`d` is a root holding one folder per dataset), else `d` itself."""
+    return d / ds.name if (d / ds.name).is_dir() else d
+
+
 def search_path(ds: Dataset, data_dir: Path | None = None) -> list[tuple[str, Path]]:
     """(where, folder) pairs in the order they are tried (see the module docstring)."""
     places = []
@@ -89,9 +95,9 @@ def search_path(ds: Dataset, data_dir: Path | None = None) -> list[tuple[str, Pa
         d = Path(data_dir).expanduser()
         if not d.is_dir():
             raise GpunetError(f"--data-dir {d}: no such folder; give the folder that holds the {ds.name} files")
-        places.append(("--data-dir", d / ds.name if (d / ds.name).is_dir() else d))
+        places.append(("--data-dir", dataset_folder(d, ds)))
     if os.environ.get("GPUNET_DATA"):
-        places.append(("$GPUNET_DATA", Path(os.environ["GPUNET_DATA"]).expanduser() / ds.name))
+        places.append(("$GPUNET_DATA", dataset_folder(Path(os.environ["GPUNET_DATA"]).expanduser(), ds)))
     if repo_data() is not None:
         places.append(("repository", repo_data() / ds.name))
     places.append(("cache", cache_dir(ds.name)))
@@ -106,7 +112,7 @@ class Place:
     folder: Path
     present: bool  # holds at least one of the dataset's files (and not another dataset's)
     problem: str | None = None  # what is wrong with a present copy; None when it verified
-    splits: tuple[Split, Split] | None = None  # (train, test) of a verified copy
+    splits: tuple[Split, ...] | None = None  # (train, test) of a verified copy (only test for a test-only load)
     other: str | None = None  # the other dataset this folder holds (known by its label files' digests)
 
     def describe(self) -> str:
