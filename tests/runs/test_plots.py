@@ -3,6 +3,7 @@
 import numpy as np
 from PIL import Image
 
+from gpunet.runs import plots
 from helpers import PLOTS, cli
 
 
@@ -27,3 +28,22 @@ def test_plot_command_redraws_and_no_plots_skips(tmp_path):
     assert all((bare / name).stat().st_size > 10_000 for name in PLOTS)
     missing = cli("plot", tmp_path / "nowhere")
     assert missing.exit_code == 2 and "no metrics.json" in missing.output
+
+
+def test_plots_are_smaller_than_the_model(trained_run):
+    model = (trained_run / "model.npz").stat().st_size
+    for name in PLOTS:
+        assert (trained_run / name).stat().st_size < model / 2, name
+
+
+def test_curves_of_a_short_run_tick_whole_epochs(monkeypatch, tmp_path):
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig) or path)
+    for epochs in (1, 3, 40):
+        history = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5, "val_loss": 1 / e,
+                    "val_accuracy": 0.5} for e in range(1, epochs + 1)]
+        plots.curves(history, tmp_path / "curves.png", best_epoch=1)
+        for ax in figures[-1].axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (epochs, ticks)
+            assert epochs > 10 or ticks == list(range(1, epochs + 1))
