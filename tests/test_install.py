@@ -150,6 +150,21 @@ def test_evaluate_needs_only_the_test_files(installed, data_root, tmp_path):
     assert json.loads(result.stdout)["samples"] == 10_000
 
 
+def test_a_cache_of_the_test_files_alone_serves_evaluate_and_is_partial_not_damaged(installed, data_root, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "--device", "cpu", "--epochs", 1, "--limit", 300, "--no-plots", "--data-dir", data_root,
+               "--out", run).exit_code == 0
+    cache = locate.cache_dir("mnist")
+    cache.mkdir(parents=True)
+    for f in MNIST.glob("t10k-*"):  # what `evaluate` downloads on a machine without MNIST
+        (cache / f.name).symlink_to(f)
+    result = cli("evaluate", run, "--device", "cpu", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["samples"] == 10_000, result.output
+    result = cli("data", "verify", "mnist")
+    assert result.exit_code == 0 and f"part mnist: cache {cache}" in result.stdout and "BAD" not in result.stdout
+    assert "partial, skipped" in cli("data", "list").stdout
+
+
 def test_plot_without_the_test_set_draws_the_rest_and_says_what_it_skipped(installed, data_root, tmp_path):
     run = tmp_path / "run"
     assert cli("train", "--device", "cpu", "--epochs", 1, "--limit", 300, "--no-plots", "--data-dir", data_root,

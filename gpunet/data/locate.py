@@ -114,6 +114,7 @@ class Place:
     problem: str | None = None  # what is wrong with a present copy; None when it verified
     splits: tuple[Split, ...] | None = None  # (train, test) of a verified copy (only test for a test-only load)
     other: str | None = None  # the other dataset this folder holds (known by its label files' digests)
+    partial: bool = False  # some of the files are not there (e.g. the test files alone, as `evaluate` downloads)
 
     def describe(self) -> str:
         absent = f"holds {self.other}" if self.other else "no files"
@@ -124,7 +125,8 @@ class Place:
 def places(ds: Dataset, data_dir: Path | None = None) -> Iterator[Place]:
     """Every folder of the search path, in order, each present copy read and verified (lazily)."""
     for where, folder in search_path(ds, data_dir):
-        if not any(file_path(folder, f) for f in ds.files):
+        found = [f for f in ds.files if file_path(folder, f)]
+        if not found:
             yield Place(where, folder, present=False)
             continue
         try:
@@ -132,7 +134,7 @@ def places(ds: Dataset, data_dir: Path | None = None) -> Iterator[Place]:
         except GpunetError as e:  # a damaged copy, or another dataset's files under the same names
             other = holder(folder)
             yield (Place(where, folder, present=False, other=other) if other not in (None, ds.name)
-                   else Place(where, folder, present=True, problem=str(e)))
+                   else Place(where, folder, present=True, problem=str(e), partial=len(found) < len(ds.files)))
         else:
             yield Place(where, folder, present=True, splits=splits)
 
@@ -165,7 +167,8 @@ def list_lines(data_dir: Path | None = None) -> Iterator[str]:
         else:
             hint = f", or {ds.system_hint}" if ds.system_hint else ""
             yield f"{head}\n  missing: run `gpunet data fetch {ds.name}`{hint}"
-        yield from (f"  damaged, skipped: {p.problem}" for p in seen if p.present and p.problem)
+        yield from (f"  {'partial' if p.partial else 'damaged'}, skipped: {p.problem}"
+                    for p in seen if p.present and p.problem)
 
 
 def verify(names: list[str], data_dir: Path | None = None, say: Callable[[str], None] = print) -> None:
@@ -177,9 +180,10 @@ def verify(names: list[str], data_dir: Path | None = None, say: Callable[[str], 
         ds = get_dataset(name)
         present = [p for p in places(ds, data_dir) if p.present]
         for p in present:
-            say(f"{'ok' if p.problem is None else 'BAD':<4} {ds.name}: {p.where} {p.folder}"
+            state = "ok" if p.problem is None else "part" if p.partial else "BAD"
+            say(f"{state:<4} {ds.name}: {p.where} {p.folder}"
                 + (f"\n     {p.problem}" if p.problem else f" ({len(ds.files)} files match their SHA-256)"))
-        bad += [str(p.folder) for p in present if p.problem]
+        bad += [str(p.folder) for p in present if p.problem and not p.partial]
         if not present:
             missing = f"{ds.name}: no copy on the search path; `gpunet data fetch {ds.name}` downloads it"
             if len(names) == 1:
