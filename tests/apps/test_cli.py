@@ -72,7 +72,8 @@ def test_device_defaults_to_auto_in_every_command():
 @pytest.mark.parametrize("missing", SERVE_MODULES)
 def test_serve_without_its_extra_is_one_line_with_the_install_hint(monkeypatch, missing):
     monkeypatch.delitem(sys.modules, "gpunet.apps.serve", raising=False)
-    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: importing it raises ModuleNotFoundError
+    for name in [m for m in sys.modules if m == missing or m.startswith(f"{missing}.")] or [missing]:
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed: importing it raises ModuleNotFoundError
     result = cli("serve")
     assert_clean_error(result, "gpunet serve needs FastAPI and uvicorn (", " is missing): pip install -e '.[serve]'")
     named = result.stderr.split("(")[1].split()[0]
