@@ -58,15 +58,15 @@ def data_root(tmp_path):
 # --- configs -----------------------------------------------------------------------------------------
 
 
-def test_configs_ship_in_the_package_and_nowhere_else():
+def test_configs_are_one_folder_at_the_top_and_nowhere_else():
     packaged = packaged_configs()
     assert {"default", "seed"} <= set(packaged)
-    assert all(Path(str(f)).parent == ROOT / "gpunet" / "configs" for f in packaged.values())
+    assert all(Path(str(f)).parent == ROOT / "configs" for f in packaged.values())
     tomls = set()
     for folder, dirs, files in os.walk(ROOT):  # the tree, without hidden folders (.git, venvs) and build outputs
         dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "dist", "runs", "__pycache__")]
         tomls |= {(Path(folder) / f).relative_to(ROOT).as_posix() for f in files if f.endswith(".toml")}
-    assert tomls == {"pyproject.toml"} | {f"gpunet/configs/{name}.toml" for name in packaged}  # no second copy
+    assert tomls == {"pyproject.toml"} | {f"configs/{name}.toml" for name in packaged}  # no second copy
 
 
 def test_config_by_name_or_path(tmp_path):
@@ -76,8 +76,9 @@ def test_config_by_name_or_path(tmp_path):
     mine = tmp_path / "mine.toml"
     mine.write_text("hidden = 64\nlr = 0.05\nepochs = 2\nbatch_size = 32\n")
     assert load_config(mine).hidden == [64] and load_config(str(mine)).lr == 0.05
-    with pytest.raises(GpunetError, match=r"configs/seed\.toml: config file not found.*default, seed.*gpunet configs"):
-        load_config("configs/seed.toml")
+    assert load_config(ROOT / "configs" / "seed.toml") == seed  # a packaged config by its path in the clone
+    with pytest.raises(GpunetError, match=r"elsewhere/seed\.toml: config file not found.*default, seed.*gpunet configs"):
+        load_config("elsewhere/seed.toml")
 
 
 def test_gpunet_configs_lists_names_and_what_they_are():
@@ -112,6 +113,14 @@ def test_gpunet_data_root_is_used(installed, data_root, monkeypatch):
     assert found.where == "$GPUNET_DATA" and found.folder == data_root / "mnist"
 
 
+def test_gpunet_data_may_also_be_the_dataset_folder(installed, data_root, monkeypatch):
+    monkeypatch.setenv("GPUNET_DATA", str(data_root / "mnist"))
+    found, _ = locate.locate(DATASETS["mnist"])
+    assert found.where == "$GPUNET_DATA" and found.folder == data_root / "mnist"
+    fashion = [p for p in locate.locate(DATASETS["fashion-mnist"])[1] if p.where == "$GPUNET_DATA"]
+    assert fashion[0].other == "mnist" and not fashion[0].present  # another dataset's folder is passed over
+
+
 def test_offline_without_a_copy_one_message_names_every_way_out(installed, tmp_path):
     result = cli("train", "--device", "cpu", "--epochs", 1, "--out", tmp_path / "run")
     assert result.exit_code == 2 and "Traceback" not in result.output
@@ -119,7 +128,53 @@ def test_offline_without_a_copy_one_message_names_every_way_out(installed, tmp_p
     assert result.stderr.count("error: ") == 1
     for hint in ("gpunet data fetch mnist", "--data-dir", "$GPUNET_DATA", "Looked in"):
         assert hint in error, error
+    (mirror,) = DATASETS["mnist"].mirrors
+    assert result.stderr.count(f"{mirror}train-images-idx3-ubyte.gz: ") == 1  # each failure listed once
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_needs_only_the_test_files(installed, data_root, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "--device", "cpu", "--epochs", 1, "--limit", 300, "--no-plots", "--data-dir", data_root,
+               "--out", run).exit_code == 0
+    offline = cli("evaluate", run, "--device", "cpu")  # no copy: it tries to download the test files alone
+    error = offline.stderr[offline.stderr.index("error: "):]
+    assert offline.exit_code == 2 and "could not download t10k-images-idx3-ubyte.gz" in error
+    assert "train-images" not in offline.stderr, offline.stderr
+    test_only = tmp_path / "test-only"
+    test_only.mkdir()
+    for f in MNIST.glob("t10k-*"):
+        (test_only / f.name).symlink_to(f)
+    result = cli("evaluate", run, "--device", "cpu", "--json", "--data-dir", test_only)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["samples"] == 10_000
+
+
+def test_a_cache_of_the_test_files_alone_serves_evaluate_and_is_partial_not_damaged(installed, data_root, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "--device", "cpu", "--epochs", 1, "--limit", 300, "--no-plots", "--data-dir", data_root,
+               "--out", run).exit_code == 0
+    cache = locate.cache_dir("mnist")
+    cache.mkdir(parents=True)
+    for f in MNIST.glob("t10k-*"):  # what `evaluate` downloads on a machine without MNIST
+        (cache / f.name).symlink_to(f)
+    result = cli("evaluate", run, "--device", "cpu", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["samples"] == 10_000, result.output
+    result = cli("data", "verify", "mnist")
+    assert result.exit_code == 0 and f"part mnist: cache {cache}" in result.stdout and "BAD" not in result.stdout
+    assert "partial, skipped" in cli("data", "list").stdout
+
+
+def test_plot_without_the_test_set_draws_the_rest_and_says_what_it_skipped(installed, data_root, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", "--device", "cpu", "--epochs", 1, "--limit", 300, "--no-plots", "--data-dir", data_root,
+               "--out", run).exit_code == 0
+    result = cli("plot", run)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split() == [str(run / "curves.png"), str(run / "weights.png")]
+    assert "warning: skipped confusion.png, predictions.png, mistakes.png (drawn from the mnist test set): mnist " \
+           "is not on this machine" in result.stderr
+    assert (run / "curves.png").stat().st_size > 0 and not (run / "confusion.png").exists()
 
 
 def test_evaluate_and_plot_take_data_dir(installed, data_root, tmp_path):

@@ -55,13 +55,17 @@ def wheel(tmp_path_factory):
 def test_sdist_holds_the_tests_and_the_configs(wheel):
     (sdist,) = wheel.parent.glob("gpunet-*.tar.gz")
     names = {n.split("/", 1)[1] for n in tarfile.open(sdist).getnames() if "/" in n}
-    assert {"tests/conftest.py", "tests/test_wheel.py", "gpunet/configs/default.toml", "LICENSE"} <= names
+    assert {"tests/conftest.py", "tests/test_wheel.py", "configs/default.toml", "LICENSE"} <= names
 
 
 def test_wheel_holds_the_package_data_and_no_dataset(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"gpunet/configs/default.toml", "gpunet/configs/seed.toml", "gpunet/apps/static/index.html",
-            "gpunet/apps/static/app.js", "gpunet/apps/static/style.css", "gpunet/apps/cli.py"} <= names
+    configs = {f"gpunet/configs/{p.name}" for p in (ROOT / "configs").glob("*.toml")}  # the top folder, moved in
+    assert {"gpunet/configs/default.toml", "gpunet/configs/seed.toml"} <= configs <= names
+    assert {"gpunet/apps/static/index.html", "gpunet/apps/static/app.js", "gpunet/apps/static/style.css",
+            "gpunet/py.typed"} <= names
+    modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "gpunet").rglob("*.py")}
+    assert modules <= names, sorted(modules - names)  # every package is listed in pyproject.toml
     assert not [n for n in names if n.startswith(("data/", "configs/", "tests/")) or n.endswith(".gz")]
 
 
@@ -95,6 +99,10 @@ def test_installed_wheel_trains_from_another_folder(wheel, tmp_path):
     assert where.stdout.startswith(str(env_dir)), where.stderr
     configs = run("configs")
     assert configs.returncode == 0 and configs.stdout.startswith("default "), configs.stderr
+    seed = subprocess.run([python, "-c", "from gpunet.runs.config import packaged_configs as p, load_config as l; "
+                           "print(p()['seed']); print(l('seed').optimizer)"], cwd=work, env=env, capture_output=True,
+                          text=True)
+    assert seed.stdout.splitlines()[1:] == ["gd"] and seed.stdout.startswith(str(env_dir)), seed.stderr
 
     result = run("train", "--device", "cpu", "--epochs", 1, "--limit", 1000, "--no-plots",
                  "--data-dir", ROOT / "data" / "mnist", "--out", "run")

@@ -16,12 +16,13 @@ import typer
 from rich.console import Console
 
 from gpunet.core.backend import DEVICES
-from gpunet.runs.config import KEYS, parse_value, parse_values
+from gpunet.runs.config import DEFAULT_CONFIG, KEYS, load_config, parse_value, parse_values
 from gpunet.data.datasets import DATASETS
 from gpunet.errors import GpunetError, printable
 from gpunet.version import __version__
 
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+SERVE_MODULES = ("fastapi", "starlette", "uvicorn", "anyio", "h11")  # what apps/serve.py imports from the serve extra
 app = typer.Typer(no_args_is_help=True, context_settings=HELP_OPTIONS,
                   help="Train a hand-derived 784-128-10 MNIST network on NumPy (CPU) or CuPy (GPU).")
 
@@ -35,6 +36,11 @@ Device = choice("Device", DEVICES)  # the constants in gpunet/core/backend.py
 DatasetName = choice("DatasetName", DATASETS)  # the registry in gpunet/data/datasets.py
 THREADS_HELP = ("BLAS threads of the training steps: a count, or auto (one thread for small products, else the "
                 "faster count as measured on the run's own steps, checked again now and then).")
+
+
+def device_option() -> Any:
+    """The --device option, the same in every command: auto picks cuda when it is usable, else cpu."""
+    return typer.Option(Device("auto"), help="cpu, cuda, or auto (cuda when usable, else cpu).")
 
 
 def stderr_console() -> Console:
@@ -68,7 +74,7 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+def main(version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """gpunet: one copy of hand-derived training equations, run on the CPU or a CUDA GPU."""
 
@@ -82,13 +88,17 @@ def config_options(fn: Callable[..., Any] | None = None, *, lists: bool = False)
     hints = typing.get_type_hints(fn)
     params = [p.replace(annotation=hints[p.name]) for p in inspect.signature(fn).parameters.values()
               if p.name != "overrides"]
+    defaults = load_config().as_dict()  # shown in --help: the packaged default config's values
     for name, key in KEYS.items():
         if lists:
             kind, help = str, f"{key.help} A list a,b,c sweeps it (a;b;c for values with commas)."
         else:
             kind, help = choice(f"{name}_choice", key.choices) if key.choices else key.cli_type, key.help
+        value = defaults[name]
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        shown = f"from the config: {text} in {DEFAULT_CONFIG}"
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=Optional[kind],
-                                        default=typer.Option(None, help=help)))
+                                        default=typer.Option(None, help=help, show_default=shown)))
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -114,7 +124,7 @@ def train(
     overrides: dict[str, Any],
     config: Optional[str] = typer.Option(None, "--config", "-c", help="A packaged config's name (`gpunet configs` "
                                          "lists them: default, seed) or a TOML file's path (default: default)."),
-    device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto (cuda when usable, else cpu)."),
+    device: Device = device_option(),
     out: Optional[Path] = typer.Option(None, help="Run directory (default: runs/<UTC timestamp>)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run in this directory from its checkpoint "
                                           "(its config is kept; only --epochs may be raised)."),
@@ -123,7 +133,9 @@ def train(
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
     threads: str = typer.Option("auto", help=THREADS_HELP),
 ) -> None:
-    """Train on MNIST (or --dataset fashion-mnist) and save metrics.json, model.npz and checkpoint.npz in a run
+    """Train a network and save it in a run directory.
+
+    Trains on MNIST (or --dataset fashion-mnist) and saves metrics.json, model.npz and checkpoint.npz in the run
     directory. A dataset not found on this machine is downloaded first (see `gpunet data`)."""
     from gpunet.core.backend import get_backend
     from gpunet.data.load import load_dataset
@@ -154,7 +166,7 @@ def train(
 
 @app.command("configs")
 def configs_list() -> None:
-    """The configs shipped with gpunet, for `gpunet train --config NAME`: each name and what its recipe is."""
+    """List the packaged configs for `--config NAME`, each with what its recipe is."""
     from gpunet.runs.config import DEFAULT_CONFIG, describe, packaged_configs
 
     for name, f in packaged_configs().items():
@@ -167,12 +179,13 @@ def configs_list() -> None:
 @config_options(lists=True)
 def sweep(
     overrides: dict[str, Any],
-    out: Path = typer.Option(..., help="The sweep's folder: one run directory per point, sweep.json, sweep.csv, "
-                             "sweep.png. Run the same command again to continue a stopped sweep."),
+    out: Optional[Path] = typer.Option(None, help="The sweep's folder: one run directory per point, sweep.json, "
+                                       "sweep.csv, sweep.png (default: runs/sweep-<UTC timestamp>). Run the same "
+                                       "command with this --out again to continue a stopped sweep."),
     config: Optional[str] = typer.Option(None, "--config", "-c", help="The config the grid varies: a packaged "
                                          "config's name (`gpunet configs`) or a TOML file (default: default)."),
     workers: int = typer.Option(1, min=1, help="Points trained at once, each in its own process."),
-    device: Device = typer.Option(Device("cpu"), help="cpu, cuda, or auto."),
+    device: Device = device_option(),
     dataset: DatasetName = typer.Option(DatasetName("mnist"), help="The dataset."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
     scheduler: Optional[str] = typer.Option(None, help="Run the points on the Dask cluster whose scheduler is at "
@@ -184,27 +197,32 @@ def sweep(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw each point's curves.png and the sweep's "
                                "sweep.png."),
 ) -> None:
-    """Train a grid of configs (every combination of the comma-separated values given, e.g. --lr 0.05,0.1
-    --seed 0,1,2) and rank them on the validation split; the test set is never evaluated. Prints the best."""
+    """Train a grid of configs and rank them on the validation split.
+
+    The grid is every combination of the comma-separated values given, e.g. --lr 0.05,0.1 --seed 0,1,2. The test
+    set is never evaluated. Prints the best."""
     from gpunet.core.threads import parse_threads
     from gpunet.runs.sweep import run_sweep, sweep_report
+    from gpunet.runs.train import default_run_dir
 
+    out = out or default_run_dir("sweep-")
     result = run_sweep(config, overrides, out, workers, device.value, dataset.value, data_dir, scheduler,
                        say=typer.echo, threads=parse_threads(threads), plots=plots)
     for line in sweep_report(result):
         typer.echo(line)
     if result["status"] == "interrupted":
-        typer.echo("interrupted; finished points are kept: run the same command again to continue", err=True)
+        typer.echo(f"interrupted; finished points are kept: continue with the same command and --out {out}",
+                   err=True)
         raise typer.Exit(130)
     if result["failed"]:
         raise GpunetError(f"{len(result['failed'])} points could not run ({', '.join(result['failed'])}; their "
-                          "errors are above); fix that and run the same command again to run them (finished "
-                          "points are kept)")
+                          f"errors are above); fix that and run the same command with --out {out} again to run "
+                          "them (finished points are kept)")
 
 
 @app.command()
 def info() -> None:
-    """Versions, and whether CuPy and a CUDA GPU are usable."""
+    """Show versions, and whether CuPy and a CUDA GPU are usable."""
     from gpunet.core.devices import cuda_status
 
     typer.echo(f"gpunet {__version__}")
@@ -217,14 +235,16 @@ def info() -> None:
 @user_errors
 def evaluate(
     model: Path = typer.Argument(..., help="A model.npz or a run directory."),
-    device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto."),
+    device: Device = device_option(),
     dataset: Optional[DatasetName] = typer.Option(None, help="Test set (default: the one the model was trained on)."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
 ) -> None:
-    """Test loss and accuracy, per-class precision, recall and F1, and the confusion matrix."""
+    """Score a model on its test set (the test files only).
+
+    Prints test loss and accuracy, per-class precision, recall and F1, and the confusion matrix."""
     from gpunet.core.backend import get_backend
-    from gpunet.data.load import DeviceData, load_dataset
+    from gpunet.data.load import DeviceData, load_test
     from gpunet.data.datasets import class_names
     from gpunet.runs.evaluate import evaluate_model
     from gpunet.files import json_text
@@ -233,7 +253,7 @@ def evaluate(
     backend = get_backend(device.value)
     net, header = load_model(model, backend)
     name = dataset.value if dataset is not None else header.get("dataset", "mnist")
-    test_split = load_dataset(name, data_dir, stderr_console())[1]
+    test_split = load_test(name, data_dir, stderr_console())
     report = evaluate_model(net, DeviceData(backend, test_split), name, class_names(name))
     typer.echo(json_text({"model": str(model), **report.as_dict()}) if json_out else report.table())
 
@@ -244,10 +264,13 @@ def predict(
     model: Path = typer.Argument(..., help="A model.npz or a run directory."),
     images: list[Path] = typer.Argument(..., help="PNG or JPEG files, each showing one digit."),
     show: Optional[Path] = typer.Option(None, help="Save a PNG of each 28x28 input beside its probabilities."),
-    device: Device = typer.Option(Device("cpu"), help="cpu, cuda, or auto."),
+    device: Device = device_option(),
     json_out: bool = typer.Option(False, "--json", help="Print path, top class and all probabilities as JSON."),
 ) -> None:
-    """Top-3 classes of each image, after MNIST-style preprocessing (exit 2 if any file could not be read)."""
+    """Classify images of digits (PNG, JPEG) with a model.
+
+    Prints the top-3 classes of each image, after MNIST-style preprocessing (exit 2 if any file could not be
+    read)."""
     from gpunet.core.backend import get_backend
     from gpunet.files import json_text
     from gpunet.apps.predict import predict_files
@@ -282,7 +305,10 @@ def plot(
     run_dir: Path = typer.Argument(..., help="A run directory from gpunet train."),
     data_dir: Optional[Path] = typer.Option(None, help="Folder holding the dataset's files (searched first)."),
 ) -> None:
-    """Draw curves.png, confusion.png, predictions.png, mistakes.png and weights.png into the run directory."""
+    """Draw a run's plots into its run directory.
+
+    curves.png and weights.png need only the run; confusion.png, predictions.png and mistakes.png also need the
+    test set, and are skipped, saying why, when it cannot be loaded."""
     from gpunet.runs.plots import plot_run
 
     for path in plot_run(run_dir, data_dir=data_dir, console=stderr_console()):
@@ -296,21 +322,23 @@ def serve(
                                            "(default: the newest run under runs/)."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 opens it to your network)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on (0 picks a free one)."),
-    device: Device = typer.Option(Device("cpu"), help="cpu, cuda or auto; cpu is plenty for one drawing at a time."),
+    device: Device = device_option(),
     allow_host: list[str] = typer.Option([], "--allow-host", metavar="NAME",
                                          help="Also answer requests whose Host header names NAME (repeatable); "
                                          "by default only localhost and --host."),
 ) -> None:
-    """Serve a page to draw a digit on, with live predictions, and a JSON API (needs the serve extra).
-    See the README's Security section for what it accepts and refuses."""
+    """Serve a page to draw a digit on, with live predictions.
+
+    Also a JSON API (needs the serve extra). SECURITY.md says what it accepts and refuses."""
     try:
         from gpunet.apps.serve import serve as run_server
     except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] not in ("fastapi", "starlette", "uvicorn"):
+        missing = (e.name or "").split(".")[0]
+        if missing not in SERVE_MODULES:
             raise
         from gpunet.install import pip_extra
 
-        fail(f"gpunet serve needs FastAPI and uvicorn ({e.name} is missing): {pip_extra('serve')}")
+        fail(f"gpunet serve needs FastAPI and uvicorn ({missing} is missing): {pip_extra('serve')}")
     from gpunet.core.backend import get_backend
 
     run_server(model, get_backend(device.value), host, port, say=typer.echo, allow_hosts=allow_host)
@@ -319,7 +347,7 @@ def serve(
 @app.command()
 @user_errors
 def bench(
-    device: Device = typer.Option(Device("cpu"), help="cpu, cuda, or auto."),
+    device: Device = device_option(),
     batch_sizes: str = typer.Option("128,1024,full", help="Comma-separated batch sizes; 'full' is full-batch GD."),
     epochs: Optional[int] = typer.Option(None, min=1, help="Timed epochs per contender (default 5, after one "
                                          "warm-up epoch); with --whole-run, the recipe's epochs (default: the "
@@ -342,8 +370,10 @@ def bench(
     best: bool = typer.Option(True, "--best/--no-best", help="Also time each contender at each fixed thread "
                               "count (1 and the cores; on the CPU) and compare it with its fastest."),
 ) -> None:
-    """Time gpunet's training step against plain NumPy and PyTorch on the same data (with --whole-run: complete
-    training runs of a config's recipe against PyTorch); print a table."""
+    """Time gpunet's training against plain NumPy and PyTorch.
+
+    Times the training step on the same data (with --whole-run: complete training runs of a config's recipe
+    against PyTorch) and prints a table."""
     from gpunet.bench import run_bench, run_whole
 
     if whole_run:
@@ -357,7 +387,7 @@ def bench(
 @app.command()
 @user_errors
 def check(
-    device: Device = typer.Option(Device("auto"), help="cpu, cuda, or auto."),
+    device: Device = device_option(),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     seconds: float = typer.Option(2.0, min=0.0, help="Seconds the speed line times (half per batch size)."),
     samples: int = typer.Option(60_000, min=128, help="Synthetic samples of the speed line (MNIST's 60,000)."),
@@ -366,9 +396,11 @@ def check(
     full: bool = typer.Option(False, "--full", help="Then the proof for a new GPU machine: 2 epochs of train eagerly "
                               "and as a CUDA graph, a resume, evaluate, a serve request and a short bench."),
 ) -> None:
-    """Check gpunet on this machine: environment, gradients against central differences, float32 against a
-    float64 CPU reference, 20 training steps against the CPU, CUDA-graph replay against eager steps (cuda), and
-    a speed line. Exit 0 only when every check passes, 1 when one fails."""
+    """Check gpunet's gradients, devices and speed on this machine.
+
+    Checks the environment, gradients against central differences, float32 against a float64 CPU reference, 20
+    training steps against the CPU, CUDA-graph replay against eager steps (cuda), and a speed line. Exit 0 only
+    when every check passes, 1 when one fails."""
     import json
 
     from gpunet.apps.check import difference_text, report_lines, run_check
@@ -391,7 +423,9 @@ def export(
     model: Path = typer.Argument(..., help="A model.npz or a run directory."),
     onnx_out: Path = typer.Option(..., "--onnx", help="Write the network here as an ONNX graph."),
 ) -> None:
-    """Export a model as ONNX (Gemm, Relu, Softmax) with its class names as metadata (needs the onnx extra)."""
+    """Export a model as ONNX.
+
+    The graph is Gemm, Relu, Softmax, with the class names as metadata (needs the onnx extra)."""
     from gpunet.core.backend import get_backend
     from gpunet.runs.export import OPSET, save_onnx
     from gpunet.runs.store import load_model
@@ -411,7 +445,7 @@ app.add_typer(data_app, name="data")
 @data_app.command("list")
 @user_errors
 def data_list(data_dir: Optional[Path] = typer.Option(None, help="A folder to search first.")) -> None:
-    """Each dataset: where a verified copy was found, or that it is missing."""
+    """List each dataset, where a verified copy was found, or that it is missing."""
     from gpunet.data.locate import list_lines
 
     for line in list_lines(data_dir):
@@ -425,7 +459,9 @@ def data_fetch(
     force: bool = typer.Option(False, "--force", help="Download every file again, replacing the cached copy."),
     timeout: float = typer.Option(30.0, min=0.1, help="Seconds to wait to connect and for each read before the next mirror."),
 ) -> None:
-    """Download a dataset into the cache (~/.cache/gpunet/NAME), each file checked by its SHA-256."""
+    """Download a dataset into the cache, each file checked by its SHA-256.
+
+    The cache is $XDG_CACHE_HOME/gpunet/NAME (default ~/.cache/gpunet/NAME)."""
     from gpunet.data.datasets import get_dataset
     from gpunet.data.fetch import fetch
 
@@ -439,7 +475,21 @@ def data_verify(
     name: Optional[DatasetName] = typer.Argument(None, help="One dataset; all of them when left out."),
     data_dir: Optional[Path] = typer.Option(None, help="A folder to search first."),
 ) -> None:
-    """Check every copy on the search path against the pinned SHA-256 digests (exit 2 if one is damaged)."""
+    """Check every copy on the search path against the pinned SHA-256 digests.
+
+    Exit 2 if one is damaged."""
     from gpunet.data.locate import verify
 
     verify([name.value] if name is not None else list(DATASETS), data_dir, typer.echo)
+
+
+def unwrap_help(*typers: typer.Typer) -> None:
+    """Give each command its docstring as help with the paragraphs unwrapped, so that --help fills the terminal's
+    width instead of keeping the source's line breaks (the first paragraph is the command list's one-line summary)."""
+    for t in typers:
+        for info in t.registered_commands:
+            doc = inspect.getdoc(info.callback) or ""
+            info.help = "\n\n".join(" ".join(p.split("\n")) for p in doc.split("\n\n"))
+
+
+unwrap_help(app, data_app)

@@ -10,6 +10,8 @@ import numpy as np
 from gpunet.errors import GpunetError
 
 NUM_CLASSES = 10
+SPLIT_PREFIXES = ("train", "t10k")  # the file-name prefixes of the training and test splits
+TEST_PREFIX = SPLIT_PREFIXES[1]
 
 
 @dataclass(frozen=True)

@@ -76,13 +76,14 @@ def download(ds: Dataset, f: DataFile, dest: Path, timeout: float, progress: Pro
                 if announced is not None and int(announced) != f.gz_size:
                     raise Rejected(f"wrong size: the server announces {announced} bytes, expected {f.gz_size}")
                 atomic_write(dest, lambda out: stream(response, out, f, progress, task))
+            if not progress.disable:  # the mirrors passed over (when every one fails, the error lists them)
+                for line in failures:
+                    progress.console.print(line, markup=False, highlight=False)
             return
         except (OSError, http.client.HTTPException, ValueError, Rejected) as e:
             if isinstance(e, urllib.error.HTTPError):
                 e.close()
             failures.append(f"  {url}: {why(e, timeout)}")
-            if not progress.disable:
-                progress.console.print(failures[-1], markup=False, highlight=False)
     names = ", ".join(f"{g.name}.gz" for g in ds.files)
     raise GpunetError(
         f"could not download {f.name}.gz of {ds.name} from any mirror:\n" + "\n".join(failures) +
@@ -96,7 +97,8 @@ def fetch(ds: Dataset, force: bool = False, timeout: float = DEFAULT_TIMEOUT, co
 
     Files already there and verified are kept. A damaged cached file stops the fetch, naming it, unless `force`:
     then every file is downloaded again, each replacing the cached one only after its checksum passed. The
-    progress bars and each failed mirror go to `console` when given; without one, nothing is printed."""
+    progress bars and each mirror passed over for a later one go to `console` when given (without one, nothing
+    is printed); when every mirror fails, the GpunetError lists them."""
     folder = cache_dir(ds.name)
     todo = []
     for f in ds.files:

@@ -4,13 +4,14 @@ features on the host, and copied once to the device."""
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
 
 from gpunet.core.backend import Backend
-from gpunet.data.datasets import NUM_CLASSES, Split, get_dataset
+from gpunet.data.datasets import NUM_CLASSES, TEST_PREFIX, Dataset, Split, get_dataset
 from gpunet.errors import GpunetError
 from gpunet.data.fetch import fetch
 from gpunet.data.locate import cache_dir, locate, read_copy
@@ -22,13 +23,28 @@ def load_dataset(name: str, data_dir: Path | None = None, console: Console | Non
     download it into the cache (see gpunet.data.fetch). Nothing found and no download: GpunetError saying where it
     looked and what to do. Silent unless given a `console` (the CLI's), which hears where the data came from,
     the copies skipped and the download's progress."""
+    train, test = load_files(get_dataset(name), data_dir, console)
+    return train, test
+
+
+def load_test(name: str, data_dir: Path | None = None, console: Console | None = None) -> Split:
+    """The test split of dataset `name`, as `load_dataset` finds it, but needing only the two test files: a copy
+    without the training files will do, and a download fetches the test files alone."""
     ds = get_dataset(name)
+    (test,) = load_files(replace(ds, files=tuple(f for f in ds.files if f.name.startswith(TEST_PREFIX))),
+                         data_dir, console)
+    return test
+
+
+def load_files(ds: Dataset, data_dir: Path | None, console: Console | None) -> tuple[Split, ...]:
+    """The splits of the files `ds` lists, found or downloaded (see `load_dataset`)."""
     say = functools.partial(console.print, markup=False, highlight=False) if console is not None else lambda line: None
     found, seen = locate(ds, data_dir, say)
     if found is not None:
         say(f"{ds.name}: {found.folder} ({found.where} copy, verified)")
         return found.splits
-    say(f"{ds.name}: no verified copy on this machine; downloading it into {cache_dir(ds.name)}")
+    say(f"{ds.name}: no verified copy on this machine; downloading {', '.join(f.name for f in ds.files)} into "
+        f"{cache_dir(ds.name)}")
     try:
         folder = fetch(ds, console=console)
     except GpunetError as e:
@@ -36,7 +52,7 @@ def load_dataset(name: str, data_dir: Path | None = None, console: Console | Non
         hint = f"\nA system copy is another way: {ds.system_hint}" if ds.system_hint else ""
         raise GpunetError(f"{ds.name} is not on this machine and could not be downloaded. Looked in:\n{looked}"
                           f"{hint}\n{e}\nTo get it: run `gpunet data fetch {ds.name}` once online, or point gpunet "
-                          f"at a copy with --data-dir DIR or $GPUNET_DATA (a folder holding {ds.name}/).") from None
+                          f"at a copy with --data-dir DIR or $GPUNET_DATA (a folder holding {ds.name}/ or its files).") from None
     return read_copy(ds, folder)
 
 

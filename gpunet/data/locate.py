@@ -3,7 +3,7 @@
 A dataset is looked for in these folders, in order; the first whose four files all match the SHA-256 of
 their decompressed bytes wins, and a damaged copy on the way is reported with its path and skipped:
   1. `--data-dir DIR`: DIR/<name>/ when it exists, else DIR itself;
-  2. `$GPUNET_DATA/<name>/`: $GPUNET_DATA is a root holding one folder per dataset;
+  2. `$GPUNET_DATA`, read the same way: a root holding one folder per dataset, or one dataset's folder;
   3. the repository's `data/<name>/` (MNIST ships there), when gpunet runs from its clone;
   4. the user cache `$XDG_CACHE_HOME/gpunet/<name>/` (default ~/.cache/gpunet/<name>/), where downloads go;
   5. system copies, such as Debian's `dataset-fashion-mnist` in /usr/share/datasets/fashion-mnist/.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from gpunet.data.datasets import DATASETS, DataFile, Dataset, Split, get_dataset
+from gpunet.data.datasets import DATASETS, SPLIT_PREFIXES, DataFile, Dataset, Split, get_dataset
 from gpunet.errors import GpunetError
 from gpunet.data.idx import read_bytes, read_idx
 from gpunet.install import CLONE, in_clone
@@ -56,8 +56,9 @@ def holder(folder: Path) -> str | None:
     return None
 
 
-def read_copy(ds: Dataset, folder: Path) -> tuple[Split, Split]:
-    """(train, test) from `folder`, every file checked against `ds`'s digests; a problem names the file."""
+def read_copy(ds: Dataset, folder: Path) -> tuple[Split, ...]:
+    """The splits whose files `ds` lists, from `folder` ((train, test) for a registry entry), every file checked
+    against `ds`'s digests; a problem names the file."""
     arrays = {}
     for f in ds.files:
         path = file_path(folder, f)
@@ -65,14 +66,14 @@ def read_copy(ds: Dataset, folder: Path) -> tuple[Split, Split]:
             raise GpunetError(f"{folder / (f.name + '.gz')}: file not found (this copy of {ds.name} is incomplete)")
         arrays[f.name] = (path, read_idx(path, f.sha256, f.size))
     splits = []
-    for prefix in ("train", "t10k"):
+    for prefix in (p for p in SPLIT_PREFIXES if f"{p}-images-idx3-ubyte" in arrays):
         (ipath, images), (lpath, labels) = arrays[f"{prefix}-images-idx3-ubyte"], arrays[f"{prefix}-labels-idx1-ubyte"]
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise GpunetError(f"{ipath}: shape {images.shape} does not pair with {lpath} of shape {labels.shape}")
         if labels.size and labels.max() >= len(ds.classes):
             raise GpunetError(f"{lpath}: label {int(labels.max())} is out of range 0..{len(ds.classes) - 1}")
         splits.append(Split(images, labels))
-    return splits[0], splits[1]
+    return tuple(splits)
 
 
 def cache_dir(name: str) -> Path:
@@ -82,6 +83,11 @@ def cache_dir(name: str) -> Path:
     return root / "gpunet" / name
 
 
+def dataset_folder(d: Path, ds: Dataset) -> Path:
+    """`d`/<name> when that folder exists (`d` is a root holding one folder per dataset), else `d` itself."""
+    return d / ds.name if (d / ds.name).is_dir() else d
+
+
 def search_path(ds: Dataset, data_dir: Path | None = None) -> list[tuple[str, Path]]:
     """(where, folder) pairs in the order they are tried (see the module docstring)."""
     places = []
@@ -89,9 +95,9 @@ def search_path(ds: Dataset, data_dir: Path | None = None) -> list[tuple[str, Pa
         d = Path(data_dir).expanduser()
         if not d.is_dir():
             raise GpunetError(f"--data-dir {d}: no such folder; give the folder that holds the {ds.name} files")
-        places.append(("--data-dir", d / ds.name if (d / ds.name).is_dir() else d))
+        places.append(("--data-dir", dataset_folder(d, ds)))
     if os.environ.get("GPUNET_DATA"):
-        places.append(("$GPUNET_DATA", Path(os.environ["GPUNET_DATA"]).expanduser() / ds.name))
+        places.append(("$GPUNET_DATA", dataset_folder(Path(os.environ["GPUNET_DATA"]).expanduser(), ds)))
     if repo_data() is not None:
         places.append(("repository", repo_data() / ds.name))
     places.append(("cache", cache_dir(ds.name)))
@@ -106,8 +112,9 @@ class Place:
     folder: Path
     present: bool  # holds at least one of the dataset's files (and not another dataset's)
     problem: str | None = None  # what is wrong with a present copy; None when it verified
-    splits: tuple[Split, Split] | None = None  # (train, test) of a verified copy
+    splits: tuple[Split, ...] | None = None  # (train, test) of a verified copy (only test for a test-only load)
     other: str | None = None  # the other dataset this folder holds (known by its label files' digests)
+    partial: bool = False  # some of the files are not there (e.g. the test files alone, as `evaluate` downloads)
 
     def describe(self) -> str:
         absent = f"holds {self.other}" if self.other else "no files"
@@ -118,7 +125,8 @@ class Place:
 def places(ds: Dataset, data_dir: Path | None = None) -> Iterator[Place]:
     """Every folder of the search path, in order, each present copy read and verified (lazily)."""
     for where, folder in search_path(ds, data_dir):
-        if not any(file_path(folder, f) for f in ds.files):
+        found = [f for f in ds.files if file_path(folder, f)]
+        if not found:
             yield Place(where, folder, present=False)
             continue
         try:
@@ -126,7 +134,7 @@ def places(ds: Dataset, data_dir: Path | None = None) -> Iterator[Place]:
         except GpunetError as e:  # a damaged copy, or another dataset's files under the same names
             other = holder(folder)
             yield (Place(where, folder, present=False, other=other) if other not in (None, ds.name)
-                   else Place(where, folder, present=True, problem=str(e)))
+                   else Place(where, folder, present=True, problem=str(e), partial=len(found) < len(ds.files)))
         else:
             yield Place(where, folder, present=True, splits=splits)
 
@@ -159,7 +167,8 @@ def list_lines(data_dir: Path | None = None) -> Iterator[str]:
         else:
             hint = f", or {ds.system_hint}" if ds.system_hint else ""
             yield f"{head}\n  missing: run `gpunet data fetch {ds.name}`{hint}"
-        yield from (f"  damaged, skipped: {p.problem}" for p in seen if p.present and p.problem)
+        yield from (f"  {'partial' if p.partial else 'damaged'}, skipped: {p.problem}"
+                    for p in seen if p.present and p.problem)
 
 
 def verify(names: list[str], data_dir: Path | None = None, say: Callable[[str], None] = print) -> None:
@@ -171,9 +180,10 @@ def verify(names: list[str], data_dir: Path | None = None, say: Callable[[str], 
         ds = get_dataset(name)
         present = [p for p in places(ds, data_dir) if p.present]
         for p in present:
-            say(f"{'ok' if p.problem is None else 'BAD':<4} {ds.name}: {p.where} {p.folder}"
+            state = "ok" if p.problem is None else "part" if p.partial else "BAD"
+            say(f"{state:<4} {ds.name}: {p.where} {p.folder}"
                 + (f"\n     {p.problem}" if p.problem else f" ({len(ds.files)} files match their SHA-256)"))
-        bad += [str(p.folder) for p in present if p.problem]
+        bad += [str(p.folder) for p in present if p.problem and not p.partial]
         if not present:
             missing = f"{ds.name}: no copy on the search path; `gpunet data fetch {ds.name}` downloads it"
             if len(names) == 1:

@@ -1,6 +1,6 @@
-"""Training configs: TOML files, checked key by key before any work starts. The recipes ship inside the package
-(gpunet/configs/NAME.toml, read with importlib.resources), so `--config NAME` works wherever gpunet is installed;
-any other `--config` is a path.
+"""Training configs: TOML files, checked key by key before any work starts. The recipes are configs/NAME.toml at
+the top of the repository, packaged into the wheel as gpunet/configs/ (pyproject.toml maps the folder there), so
+`--config NAME` works from a clone, an editable install and a wheel alike; any other `--config` is a path.
 
 Each key is declared once, as a field of `Config` whose metadata (`Key`) says what is allowed, how to check
 it and what the command line shows for it; `gpunet train` makes its options from these fields.
@@ -17,6 +17,7 @@ from typing import Any, Callable
 from gpunet.core.backend import DTYPES
 from gpunet.errors import GpunetError
 from gpunet.files import read_limited
+from gpunet.install import CLONE, in_clone
 from gpunet.core.optim import OPTIMIZERS, SCHEDULES
 
 if sys.version_info >= (3, 11):
@@ -150,8 +151,9 @@ def check_value(source: str, key: str, value: Any) -> Any:
 
 
 def packaged_configs() -> dict[str, resources.abc.Traversable]:
-    """Name -> file of each config shipped in gpunet/configs/, e.g. 'default', 'seed'."""
-    folder = resources.files("gpunet") / "configs"
+    """Name -> file of each packaged config, e.g. 'default', 'seed': the clone's configs/ when gpunet runs from its
+    clone (an editable install does too), else the installed package's gpunet/configs/."""
+    folder = CLONE / "configs" if in_clone() else resources.files("gpunet") / "configs"
     return {f.name[:-len(".toml")]: f for f in sorted(folder.iterdir(), key=lambda f: f.name)
             if f.name.endswith(".toml")}
 

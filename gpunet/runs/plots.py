@@ -1,11 +1,12 @@
 """PNG plots of a run, drawn with matplotlib's Agg canvas (no display, no pyplot global state).
 
 `plot_run(run_dir)` writes curves.png, confusion.png, predictions.png, mistakes.png and weights.png into
-the run directory, each atomically.
+the run directory, each atomically (the three drawn from the test set are skipped when it cannot be loaded).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, MaxNLocator
+from PIL import Image
 from rich.console import Console
 
 from gpunet.core.backend import get_backend
-from gpunet.data.load import DeviceData, Split, load_dataset
+from gpunet.data.load import DeviceData, Split, load_test
 from gpunet.errors import GpunetError, printable
 from gpunet.runs.evaluate import evaluate
 from gpunet.files import atomic_write, read_json
@@ -26,6 +28,7 @@ from gpunet.runs.config import is_int
 from gpunet.runs.store import MAX_METRICS, history_problem, load_model
 
 DIGIT_CMAP = "gray"  # MNIST style: light ink on black
+TEST_PLOTS = ("confusion.png", "predictions.png", "mistakes.png")  # the plots drawn from the test set
 
 
 def labels(names: list[str]) -> list[str]:
@@ -34,8 +37,13 @@ def labels(names: list[str]) -> list[str]:
 
 
 def save(fig: Figure, path: Path) -> Path:
+    """Write `fig` as a PNG of 256 colours (plenty for these plots): about a third of the bytes of matplotlib's
+    RGBA PNG."""
     FigureCanvasAgg(fig)
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    rgba = io.BytesIO()
+    fig.savefig(rgba, format="png", dpi=100)
+    image = Image.open(rgba).convert("RGB").quantize(256)
+    atomic_write(path, lambda f: image.save(f, format="PNG", optimize=True))
     return path
 
 
@@ -62,8 +70,8 @@ def curves(history: list[dict[str, Any]], path: Path, best_epoch: int | None = N
         for ax in (loss_ax, acc_ax):
             ax.axvline(best_epoch, color="0.5", linestyle=":", label="kept epoch")
     acc_ax.set(title=title, xlabel="epoch", ylabel="accuracy (%)")
-    for ax in (loss_ax, acc_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (loss_ax, acc_ax):  # whole epochs: each one up to 10 epochs, else a few
+        ax.xaxis.set_major_locator(FixedLocator(epochs) if len(epochs) <= 10 else MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     return save(fig, path)
@@ -144,7 +152,7 @@ def weights(W1: np.ndarray, path: Path, limit: int = 128) -> Path:
     fig = Figure(figsize=(0.75 * cols + 1.5, 0.75 * rows + 0.8), layout="constrained")
     ax = fig.subplots()
     cmap = colormaps["RdBu_r"].with_extremes(bad="0.35")  # dark grey gaps between the tiles
-    image = ax.imshow(mosaic, cmap=cmap, vmin=-bound, vmax=bound)
+    image = ax.imshow(mosaic, cmap=cmap, vmin=-bound, vmax=bound, interpolation="nearest")  # sharp, and compact
     ax.set_xticks([(side + 1) * c + side / 2 for c in range(cols)], range(cols))
     ax.set_yticks([(side + 1) * r + side / 2 for r in range(rows)], [cols * r for r in range(rows)])
     ax.tick_params(length=0, labelsize=7)
@@ -176,8 +184,10 @@ def inputs(images: np.ndarray, probs: np.ndarray, names: list[str], classes: lis
 
 def plot_run(run_dir: Path, test_split: Split | None = None, data_dir: Path | None = None,
              console: Console | None = None) -> list[Path]:
-    """Write the five plots of the run in `run_dir`; returns their paths. Without `test_split`, the run's test
-    set is loaded (from `data_dir` first when given; `console` hears where it came from)."""
+    """Write the plots of the run in `run_dir`; returns their paths. curves.png and weights.png need only the run;
+    the other three need the test set: without `test_split`, the run's test set is loaded (from `data_dir` first
+    when given; `console` hears where it came from), and when it cannot be, those three are skipped and `console`
+    hears why."""
     run_dir = Path(run_dir)
     path = run_dir / "metrics.json"
     if not path.exists():
@@ -195,18 +205,25 @@ def plot_run(run_dir: Path, test_split: Split | None = None, data_dir: Path | No
     cpu = get_backend("cpu")
     net, header = load_model(run_dir / "model.npz", cpu)
     dataset, classes = header["dataset"], header["classes"]
-    split = load_dataset(dataset, data_dir, console)[1] if test_split is None else test_split
-    data = DeviceData(cpu, split)
+    paths = [curves(metrics["history"], run_dir / "curves.png", metrics.get("best_epoch")),
+             weights(net.state_dict()["W1"], run_dir / "weights.png")]
+    if test_split is None:
+        try:
+            test_split = load_test(dataset, data_dir, console)
+        except GpunetError as e:
+            if console is not None:
+                console.print(f"warning: skipped {', '.join(TEST_PLOTS)} (drawn from the {dataset} test set): {e}",
+                              markup=False, highlight=False)
+            return paths
+    data = DeviceData(cpu, test_split)
     scores = evaluate(net, data, probabilities=True)
-    images = data.X.reshape(split.images.shape)  # (n, 28, 28) in [0, 1]
-    y = split.labels.astype(np.int64)
+    images = data.X.reshape(test_split.images.shape)  # (n, 28, 28) in [0, 1]
+    y = test_split.labels.astype(np.int64)
     probs, cm = scores.probs, scores.confusion  # (n, k), (k, k): host arrays on the cpu backend
-    return [
-        curves(history, run_dir / "curves.png", best_epoch),
+    return paths + [
         confusion(cm, classes, run_dir / "confusion.png"),
         predictions(images, y, probs, classes, run_dir / "predictions.png"),
         mistakes(images, y, probs, classes, run_dir / "mistakes.png"),
-        weights(net.state_dict()["W1"], run_dir / "weights.png"),
     ]
 
 

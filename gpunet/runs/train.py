@@ -41,8 +41,9 @@ from gpunet.data.validation import hold_out
 from gpunet.version import __version__
 
 
-def default_run_dir() -> Path:
-    return Path("runs") / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+def default_run_dir(prefix: str = "") -> Path:
+    """runs/<prefix><UTC timestamp>, e.g. runs/20240101-000000 for a run, runs/sweep-20240101-000000 for a sweep."""
+    return Path("runs") / (prefix + datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S"))
 
 
 def refuse_existing_run(out: Path) -> None:

@@ -205,6 +205,8 @@ def test_json_text_never_holds_nan():
     assert strict(text) == {"a": None, "b": [None, 1.5, None], "c": None}
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in matmul:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")  # the overflow this test makes
 def test_predict_and_evaluate_json_are_strict_even_when_the_net_overflows(tmp_path):
     net = MLP(CPU, (784, 16, 10), seed=0)
     net.params["W1"][...] = 1e37  # finite weights whose output overflows to NaN

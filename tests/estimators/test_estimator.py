@@ -88,6 +88,7 @@ def test_pickle_stores_host_arrays_and_resumes(digits):
     assert copy.n_iter_ == clf.n_iter_ == 1 and copy.loss_curve_ == clf.loss_curve_ and len(clf.loss_curve_) == 3
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter=2 on purpose
 def test_the_fitted_net_is_reused_on_its_own_device(digits, monkeypatch):
     """predict and partial_fit on the device the net lives on use it as it is, with no copy through the host."""
     X_train, X_test, y_train, _ = digits

@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from gpunet.core.backend import get_backend
+from gpunet.runs import plots
 from gpunet.runs.plots import inputs, labels, plot_run
 from gpunet.runs.store import load_model, save_model
 from helpers import PLOTS, assert_clean_error, cli
@@ -94,7 +95,7 @@ def test_plots_show_any_class_name_safely(tmp_path, trained_run, mnist):
     net, _ = load_model(run / "model.npz", get_backend("cpu"))
     save_model(run / "model.npz", net, {"dataset": "mnist", "classes": HOSTILE})
     paths = plot_run(run, mnist[1])
-    assert [p.name for p in paths] == list(PLOTS) and all(p.stat().st_size > 10_000 for p in paths)
+    assert sorted(p.name for p in paths) == sorted(PLOTS) and all(p.stat().st_size > 10_000 for p in paths)
     images = np.zeros((len(HOSTILE), 28, 28), np.float32)
     probs = np.full((len(HOSTILE), 10), 0.1)
     assert inputs(images, probs, HOSTILE, HOSTILE, tmp_path / "inputs.png").stat().st_size > 10_000
@@ -104,3 +105,22 @@ def test_plot_labels_are_printable_bounded_and_never_mathtext():
     for name, label in zip(HOSTILE, labels(HOSTILE)):
         assert len(label) <= 40 + label.count("$") and label.isprintable()
         assert label.count("$") == label.count(r"\$")  # every $ escaped
+
+
+def test_plots_are_smaller_than_the_model(trained_run):
+    model = (trained_run / "model.npz").stat().st_size
+    for name in PLOTS:
+        assert (trained_run / name).stat().st_size < model / 2, name
+
+
+def test_curves_of_a_short_run_tick_whole_epochs(monkeypatch, tmp_path):
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, path: figures.append(fig) or path)
+    for epochs in (1, 3, 40):
+        history = [{"epoch": e, "train_loss": 1 / e, "train_accuracy": 0.5, "val_loss": 1 / e,
+                    "val_accuracy": 0.5} for e in range(1, epochs + 1)]
+        plots.curves(history, tmp_path / "curves.png", best_epoch=1)
+        for ax in figures[-1].axes:
+            ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks), (epochs, ticks)
+            assert epochs > 10 or ticks == list(range(1, epochs + 1))
