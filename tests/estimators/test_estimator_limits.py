@@ -72,6 +72,7 @@ def test_inputs_beyond_float32_are_an_error_not_nan(fitted, value, method):
         getattr(fitted, method)(bad)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
 @pytest.mark.parametrize("value", [3e38, -3e38, float(np.finfo(np.float32).max)])
 def test_finite_float32_inputs_whose_products_overflow_are_an_error_not_nan(fitted, value):
     """Whether the products overflow depends on the weights' signs: either a clear error or finite answers."""
