@@ -50,7 +50,8 @@ def test_missing_config_file(tmp_path):
 @pytest.mark.parametrize("text, fragment", [
     ("epochs = " + "[" * 5000 + "]" * 5000, "nested too deeply"),
     ("x = " + "{a = " * 3000 + "1" + "}" * 3000, "nested too deeply"),
-    ("[" + "a." * 5000 + "b]\nepochs = 1", "unknown key 'a'"),
+    # tomllib reads this header and refuses its key; tomli (Python 3.10) recurses too deep: either is one line
+    ("[" + "a." * 5000 + "b]\nepochs = 1", ("unknown key 'a'", "nested too deeply")),
     ("epochs = " + "9" * 5000, "not valid TOML"),
     ("lr = " + "1" * 5000 + ".5", "lr = "),
     ("hidden = [" + "1" * 4400 + "]", "not valid TOML"),
@@ -60,7 +61,8 @@ def test_hostile_toml_is_one_line(tmp_path, text, fragment):
     path = tmp_path / "hostile.toml"
     path.write_text(text)
     result = cli("train", "--config", path, "--device", "cpu", "--out", tmp_path / "r")
-    assert_clean_error(result, str(path), fragment)
+    assert_clean_error(result, str(path))
+    assert any(f in result.stderr for f in ((fragment,) if isinstance(fragment, str) else fragment)), result.stderr
     assert not (tmp_path / "r").exists()
 
 
