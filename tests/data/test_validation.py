@@ -1,4 +1,4 @@
-"""Issue 13: the validation split, the best epoch on it kept, the test set read once at the end (or never)."""
+"""The validation split, the best epoch on it kept, the test set read once at the end (or never)."""
 
 import hashlib
 import json

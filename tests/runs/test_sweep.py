@@ -1,4 +1,4 @@
-"""Issue 13: `gpunet sweep`, a grid of configs compared on validation, resumable, never touching the test set."""
+"""`gpunet sweep`, a grid of configs compared on validation, resumable, never touching the test set."""
 
 import csv
 import json
