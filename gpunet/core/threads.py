@@ -8,8 +8,8 @@ as long as on one thread. `blas_threads` decides:
 - `auto`: one thread when a step's products are small (under SMALL_FLOPS: threads gain nothing there) or the
   pool has one; else the faster count as measured on the run's own steps (`Measured`). The steps run in blocks
   (BLOCK_SECONDS of steps, at least one step) at the chosen count; now and then one block runs at another
-  count, a trial, and its time per step is compared with the chosen blocks just before and after it, so a
-  machine whose speed drifts compares like with like. Each count's estimate (its time per step over the
+  count, a trial, and its time per step is compared with the chosen block's just before it, so a machine whose
+  speed drifts compares like with like. Each count's estimate (its time per step over the
   chosen's) follows its trials; the choice is the fewest threads within MARGIN of the fastest. A count's next
   trial comes when its last one cost BUDGET of the steps run since (a count estimated 3x slower: a block every
   3.3 s of steps; one about as fast: every other block), and at once, measured afresh, when the chosen count's
@@ -42,6 +42,7 @@ SMALL_FLOPS = 1e7  # a step's products under this (about a millisecond on one co
 BLOCK_SECONDS = 0.05  # a block of steps at one count lasts at least this long (and one step)
 BUDGET = 0.01  # the time trials may lose against the chosen count, as a fraction of the steps' time
 MARGIN = 0.03  # more threads must be faster by more than this fraction to be chosen
+WEIGHT = 0.25  # a trial's weight in its count's estimate (a geometric moving average: the noise of one block)
 TRIP = 0.5  # two chosen blocks running this much slower per step than the chosen's recent ones: trials now
 PAUSE = 0.05  # seconds between two steps (an evaluation, other work) after which the first steps are cold
 COLD = 0.01  # seconds of steps, each shorter than this, left untimed after a pause
@@ -113,21 +114,22 @@ class Measured:
     Steps run in blocks of at least `block_seconds` (and one step). The first block (allocating the step's
     arrays) runs untimed at the middle count (the fewer of two: on a loaded machine the most threads can be
     ten times slower, on a quiet one the fewest seldom twice), which is chosen first. Then blocks run at the
-    chosen count and, when another count's trial is due, one block at that count; the chosen block after it
-    completes the trial: its ratio r is the trial's time per step over the mean of the chosen blocks' on either
-    side. `estimates[n]` (the chosen's is 1) becomes r at the first trial, then the geometric mean of itself
-    and r. After each trial the choice is the fewest threads whose estimate is within `margin` of the least. A
+    chosen count and, when another count's trial is due, one block at that count, a trial: its ratio r is its
+    time per step over the chosen block's just before it. The chosen block after a trial is not measured
+    (OpenBLAS's threads wait for work a while before they sleep: after a trial at more threads they may still
+    spin, and on a loaded machine take time from the main thread). `estimates[n]` (the chosen's is 1) becomes r at the first trial and when r is over `trip` away from
+    it (the machine changed), else moves `weight` of the way to r (in logs). After each trial the choice is the fewest threads whose estimate is within `margin` of the least. A
     count's next trial is due when what a block at it loses against the chosen count, seconds x (1 - 1 /
     estimate), is `budget` of the steps' time since. Two chosen blocks in a row `trip` slower per step than the
-    chosen's recent ones (a load arrived; not judged on the block after a trial) drop the other counts'
-    estimates and make their trials due now. After a `pause` the steps are untimed until `cold` seconds of
+    chosen's recent ones (a load arrived) drop the other counts' estimates and make their trials due now. After a `pause` the steps are untimed until `cold` seconds of
     them have run, unless a step takes that long itself (a cold start costs a millisecond or two: a block of
     short steps would carry it, a full-batch step hardly feels it)."""
 
     def __init__(self, counts: Sequence[int], block_seconds: float = BLOCK_SECONDS, budget: float = BUDGET,
-                 margin: float = MARGIN, trip: float = TRIP, cold: float = COLD):
+                 margin: float = MARGIN, weight: float = WEIGHT, trip: float = TRIP, cold: float = COLD):
         self.counts = tuple(sorted(set(counts)))
-        self.block_seconds, self.budget, self.margin, self.trip, self.cold = block_seconds, budget, margin, trip, cold
+        self.block_seconds, self.budget, self.margin, self.weight = block_seconds, budget, margin, weight
+        self.trip, self.cold = trip, cold
         self.chosen = self.count = self.counts[(len(self.counts) - 1) // 2]  # count: the block under way's
         self.estimates: dict[int, float | None] = {n: 1.0 if n == self.chosen else None for n in self.counts}
         self.due = dict.fromkeys(self.counts, 0.0)  # seconds of steps each count's next trial waits for
@@ -140,7 +142,7 @@ class Measured:
         self.before: float | None = None  # the last chosen block's seconds per step
         self.recent: float | None = None  # the chosen's recent blocks' seconds per step (for the trip)
         self.slow = 0  # chosen blocks in a row over the trip
-        self.trial: tuple[int, float, float, float] | None = None  # (count, s/step, chosen s/step before, seconds)
+        self.settling = False  # whether the block under way follows a trial
 
     @property
     def settled(self) -> bool:
@@ -166,12 +168,14 @@ class Measured:
             self.warming = False
             return True
         self.ran += length
-        if n != self.chosen:  # a trial block (one starts only after a chosen block): the next one completes it
-            self.trial = (n, per_step, self.before or per_step, length)
-            self.count = self.chosen
+        if n != self.chosen:  # a trial block (one starts only after a chosen block, `before`)
+            self.judge(n, per_step, length)
+            self.count, self.before, self.settling = self.chosen, None, True
             return True
-        # The block after a trial is not judged: the trial's threads may still be spinning.
-        over = self.trial is None and self.recent is not None and per_step > (1 + self.trip) * self.recent
+        if self.settling:  # the block after a trial, not measured: the trial's threads may still be spinning
+            self.settling = False
+            return True
+        over = self.recent is not None and per_step > (1 + self.trip) * self.recent
         self.slow = self.slow + 1 if over else 0
         if self.slow == 2:  # a load arrived: measure every count afresh
             self.estimates = {k: 1.0 if k == n else None for k in self.counts}
@@ -180,10 +184,8 @@ class Measured:
         elif not over:
             self.recent = per_step if self.recent is None else (self.recent + per_step) / 2
         self.before = per_step
-        if self.trial is not None:
-            self.judge(per_step)
         due = [n for n in self.counts if n != self.chosen and self.due[n] <= self.ran]
-        self.count = min(due, key=self.due.__getitem__) if due and self.before is not None else self.chosen
+        self.count = min(due, key=self.due.__getitem__) if due else self.chosen
         return True
 
     def pause(self) -> None:
@@ -191,15 +193,17 @@ class Measured:
         so leave the next short steps untimed."""
         self.chill = self.cold
 
-    def judge(self, after: float) -> None:
-        """Complete the pending trial with the chosen block after it (`after` s/step), then choose."""
-        assert self.trial is not None
-        n, per_step, before, length = self.trial
-        self.trial = None
+    def judge(self, n: int, per_step: float, length: float) -> None:
+        """Take count n's trial (`per_step` seconds per step over a block of `length` seconds) against the
+        chosen block before it, then choose."""
+        assert self.before is not None
         self.trials += 1
-        r = per_step / ((before + after) / 2)
+        r = per_step / self.before
         old = self.estimates[n]
-        self.estimates[n] = r if old is None else math.sqrt(old * r)
+        if old is None or abs(math.log(r / old)) > math.log(1 + self.trip):
+            self.estimates[n] = r
+        else:
+            self.estimates[n] = old * (r / old) ** self.weight
         known = {k: e for k, e in self.estimates.items() if e is not None}
         pick = min(k for k, e in known.items() if e <= min(known.values()) * (1 + self.margin))
         if self.first is None and len(known) == len(self.counts):
@@ -209,7 +213,7 @@ class Measured:
             self.schedule([n], length)
             return
         self.estimates = self.relative(pick)
-        self.chosen, self.before, self.recent = pick, None, None  # the chosen blocks so far ran at another count
+        self.chosen, self.recent = pick, None  # the chosen blocks so far ran at another count
         self.switches += 1
         self.schedule([k for k in self.counts if k != pick], length)
 

@@ -105,15 +105,15 @@ def test_measured_ignores_the_warmup_block():
 
 def test_blocks_and_the_first_trial():
     """Blocks of at least block_seconds: the warm-up and a chosen block at the fewer threads, a trial block at
-    the other count, and the chosen block that completes the trial; one step each when a step is longer than
-    a block (the full batch)."""
+    the other count, and a chosen block not measured (the trial's threads may still spin); one step each when
+    a step is longer than a block (the full batch)."""
     chooser = Measured([1, 2], block_seconds=0.05)
     assert run(chooser, {1: 0.01, 2: 0.01}, 20) == [1] * 10 + [2] * 5 + [1] * 5
     assert chooser.trials == 1 and chooser.first["threads"] == 1  # as fast: the fewer threads
     assert Measured([1, 8, 16]).threads() == 8 and Measured([1, 2, 4]).threads() == 2
     chooser = Measured([1, 2], block_seconds=0.05)
-    assert run(chooser, {1: 0.3, 2: 0.2}, 4) == [1, 1, 2, 1]
-    assert chooser.first == {"step": 4, "threads": 2, "estimates": {"1": pytest.approx(1.5), "2": 1.0}}
+    assert run(chooser, {1: 0.3, 2: 0.2}, 4) == [1, 1, 2, 2]
+    assert chooser.first == {"step": 3, "threads": 2, "estimates": {"1": pytest.approx(1.5), "2": 1.0}}
 
 
 def test_trials_cost_the_budget():
@@ -141,12 +141,24 @@ def test_a_load_that_arrives_and_leaves_is_followed_cheaply(budget):
     assert chooser.switches == 3 and chooser.chosen == 2  # to 2, to 1 under the load, to 2 again
 
 
+def test_estimates_average_the_trials_unless_one_is_far_off():
+    chooser = Measured([1, 2])
+    run(chooser, QUIET, 5000)
+    old = chooser.estimates[1]
+    assert chooser.chosen == 2 and old == pytest.approx(QUIET[1] / QUIET[2])
+    chooser.before = 1e-3  # the chosen block's seconds per step
+    chooser.judge(1, 1.2 * old * 1e-3, 0.05)  # a trial 20% slower than estimated (noise)
+    assert chooser.estimates[1] == pytest.approx(old * 1.2 ** threads.WEIGHT) and chooser.chosen == 2
+    chooser.judge(1, 0.5e-3, 0.05)  # twice as fast as the chosen count: the machine changed
+    assert chooser.chosen == 1 and chooser.estimates == {1: 1.0, 2: pytest.approx(2.0)}
+
+
 def test_one_slow_block_is_not_a_load():
     """A single chosen block three times slower (a hiccup) keeps the estimates; two in a row measure afresh."""
     chooser = Measured([1, 2])
     run(chooser, QUIET, 5000)
     trials, estimates = chooser.trials, dict(chooser.estimates)
-    while chooser.threads() != 2 or chooser.block != [0.0, 0] or chooser.trial is not None:
+    while chooser.threads() != 2 or chooser.block != [0.0, 0] or chooser.settling:
         chooser.record(QUIET[chooser.threads()])
     for _ in range(30):  # one block (0.05 s) of steps at three times the time
         chooser.record(3 * QUIET[2])
