@@ -12,7 +12,7 @@ as long as on one thread. `blas_threads` decides:
   speed drifts compares like with like. Each count's estimate (its time per step over the
   chosen's) follows its trials; the choice is the fewest threads within MARGIN of the fastest. A count's next
   trial comes when its last one cost BUDGET of the steps run since (a count estimated 3x slower: a block every
-  3.3 s of steps; one about as fast: every other block), and at once, measured afresh, when the chosen count's
+  3.3 s of steps; one about as fast: every third block), and at once, measured afresh, when the chosen count's
   blocks become TRIP slower (a load arrived). So trials cost about BUDGET of a run, a load that arrives is met
   within a few blocks and one that leaves within BLOCK_SECONDS / BUDGET (5) seconds of steps.
 The counts hold only inside `BlasThreads` (a context around training and its evaluations): on leaving it every
@@ -117,13 +117,15 @@ class Measured:
     chosen count and, when another count's trial is due, one block at that count, a trial: its ratio r is its
     time per step over the chosen block's just before it. The chosen block after a trial is not measured
     (OpenBLAS's threads wait for work a while before they sleep: after a trial at more threads they may still
-    spin, and on a loaded machine take time from the main thread). `estimates[n]` (the chosen's is 1) becomes r at the first trial and when r is over `trip` away from
-    it (the machine changed), else moves `weight` of the way to r (in logs). After each trial the choice is the fewest threads whose estimate is within `margin` of the least. A
-    count's next trial is due when what a block at it loses against the chosen count, seconds x (1 - 1 /
-    estimate), is `budget` of the steps' time since. Two chosen blocks in a row `trip` slower per step than the
-    chosen's recent ones (a load arrived) drop the other counts' estimates and make their trials due now. After a `pause` the steps are untimed until `cold` seconds of
-    them have run, unless a step takes that long itself (a cold start costs a millisecond or two: a block of
-    short steps would carry it, a full-batch step hardly feels it)."""
+    spin, and on a loaded machine take time from the main thread). `estimates[n]` (the chosen's is 1) becomes
+    r at the first trial and when r is over `trip` away from it (the machine changed), else moves `weight` of
+    the way to r (in logs). After each trial the choice is the fewest threads whose estimate is within
+    `margin` of the least. A count's next trial is due when what a block at it loses against the chosen count,
+    seconds x (1 - 1 / estimate), is `budget` of the steps' time since. Two chosen blocks in a row `trip`
+    slower per step than the chosen's recent ones (a load arrived) drop the other counts' estimates and make
+    their trials due now. After a `pause`, and at the start of a trial, the steps are untimed until `cold`
+    seconds of them have run, unless a step takes that long itself (a cold start or a change of threads costs
+    a millisecond or two: a block of short steps would carry it, a full-batch step hardly feels it)."""
 
     def __init__(self, counts: Sequence[int], block_seconds: float = BLOCK_SECONDS, budget: float = BUDGET,
                  margin: float = MARGIN, weight: float = WEIGHT, trip: float = TRIP, cold: float = COLD):
@@ -185,7 +187,8 @@ class Measured:
             self.recent = per_step if self.recent is None else (self.recent + per_step) / 2
         self.before = per_step
         due = [n for n in self.counts if n != self.chosen and self.due[n] <= self.ran]
-        self.count = min(due, key=self.due.__getitem__) if due else self.chosen
+        if due:  # a trial next: its first short steps are untimed too (the pool's threads waking or parting)
+            self.count, self.chill = min(due, key=self.due.__getitem__), self.cold
         return True
 
     def pause(self) -> None:

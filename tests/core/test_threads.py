@@ -187,6 +187,20 @@ def test_a_pause_leaves_the_short_steps_after_it_untimed():
     assert chooser.block == [0.0, 0] and chooser.ran > ran + 0.3  # timed: it ended the block
 
 
+def test_a_trial_starts_with_its_short_steps_untimed():
+    chooser = Measured([1, 2])
+    for _ in range(20_000):
+        count = chooser.count
+        chooser.record(QUIET[count])
+        if chooser.count not in (count, chooser.chosen):  # a trial starts
+            assert chooser.chill == threads.COLD
+            block = list(chooser.block)
+            chooser.record(0.004)  # a first step slow as the pool's threads wake: not in the block
+            assert chooser.block == block
+            return
+    pytest.fail("no trial started")
+
+
 def test_the_scope_tells_the_chooser_of_a_pause():
     now = [0.0]
     scope = BlasThreads(Measured([1, 2]), "auto", "measured", None, lambda: now[0])
