@@ -8,13 +8,14 @@ as long as on one thread. `blas_threads` decides:
 - `auto`: one thread when a step's products are small (under SMALL_FLOPS: threads gain nothing there) or the
   pool has one; else the faster count as measured on the run's own steps (`Measured`). The steps run in blocks
   (BLOCK_SECONDS of steps, at least one step) at the chosen count, the pool's own at first; now and then one
-  block runs at another count (after an untimed one at it if that is more threads), a trial, and its time per step is compared with the chosen block's just before it, so a machine whose
-  speed drifts compares like with like. Each count's estimate (its time per step over the
-  chosen's) follows its trials; the choice is the fewest threads within MARGIN of the fastest. A count's next
-  trial comes when its last one cost BUDGET of the steps run since (a count estimated 3x slower: a block every
-  3.3 s of steps; one about as fast: every third block), and at once, measured afresh, when the chosen count's
-  blocks become TRIP slower (a load arrived). So trials cost about BUDGET of a run, a load that arrives is met
-  within a few blocks and one that leaves within BLOCK_SECONDS / BUDGET (5) seconds of steps.
+  block runs at another count (after an untimed one at it if that is more threads), a trial, and its time per
+  step is compared with the chosen block's just before it, so a machine whose speed drifts compares like with
+  like. Each count's estimate (its time per step over the chosen's) follows its trials; the choice is the
+  fewest threads within MARGIN of the fastest. A count's next trial comes when its last one cost BUDGET of the
+  steps run since (a count estimated 3x slower: a block every 3.3 s of steps; one about as fast: every third
+  block), and at once for fewer threads, measured afresh, when the chosen count's blocks become TRIP slower (a
+  load arrived). So trials cost about BUDGET of a run, a load that arrives is met within a few blocks and one
+  that leaves within 2 x BLOCK_SECONDS / BUDGET (10) seconds of steps.
 The counts hold only inside `BlasThreads` (a context around training and its evaluations): on leaving it every
 pool has its threads back. Inside it NumPy's BLAS pool runs the chosen count and any other BLAS library loaded
 in the process (SciPy's wheel brings a second OpenBLAS) one thread, so only one pool ever spins.
@@ -45,7 +46,7 @@ MARGIN = 0.03  # more threads must be faster by more than this fraction to be ch
 WEIGHT = 0.25  # a trial's weight in its count's estimate (a geometric moving average: the noise of one block)
 TRIP = 0.5  # two chosen blocks running this much slower per step than the chosen's recent ones: trials now
 PAUSE = 0.05  # seconds between two steps (an evaluation, other work) after which the first steps are cold
-COLD = 0.01  # seconds of steps, each shorter than this, left untimed after a pause
+COLD = 0.01  # seconds of steps, each shorter than this, left untimed after a pause and at a trial's start
 
 Clock = Callable[[], float]
 
@@ -116,17 +117,19 @@ class Measured:
     when another count's trial is due, one block at that count, a trial: its ratio r is its time per step over
     the chosen block's just before it. A trial at more threads than the chosen count runs an untimed block at
     them first: threads of the pool that sat idle for a while run slower for their first tens of milliseconds
-    (on a virtual machine most of all), which would hold against them what a run at that count never pays. The chosen block after a trial is not measured
-    (OpenBLAS's threads wait for work a while before they sleep: after a trial at more threads they may still
-    spin, and on a loaded machine take time from the main thread). `estimates[n]` (the chosen's is 1) becomes
+    (on a virtual machine most of all), which would hold against them what a run at that count never pays.
+    The chosen block after a trial is not measured (OpenBLAS's threads wait for work a while before they
+    sleep: after a trial at more threads they may still spin, and on a loaded machine take time from the main
+    thread). `estimates[n]` (the chosen's is 1) becomes
     r at the first trial and when r is over `trip` away from it (the machine changed), else moves `weight` of
     the way to r (in logs). After each trial the choice is the fewest threads whose estimate is within
     `margin` of the least. A count's next trial is due when what a block at it loses against the chosen count,
     seconds x (1 - 1 / estimate), is `budget` of the steps' time since. Two chosen blocks in a row `trip`
-    slower per step than the chosen's recent ones (a load arrived) drop the other counts' estimates and make
-    their trials due now. After a `pause`, and at the start of a trial, the steps are untimed until `cold`
-    seconds of them have run, unless a step takes that long itself (a cold start or a change of threads costs
-    a millisecond or two: a block of short steps would carry it, a full-batch step hardly feels it)."""
+    slower per step than the chosen's recent ones (a load arrived) drop the estimates of the counts below the
+    chosen and make their trials due now. After a `pause`, and at the start of a trial, the steps are untimed
+    until `cold` seconds of them have run, unless a step takes that long itself (a cold start or a change of
+    threads costs a millisecond or two: a block of short steps would carry it, a full-batch step hardly feels
+    it)."""
 
     def __init__(self, counts: Sequence[int], block_seconds: float = BLOCK_SECONDS, budget: float = BUDGET,
                  margin: float = MARGIN, weight: float = WEIGHT, trip: float = TRIP, cold: float = COLD):
@@ -136,12 +139,12 @@ class Measured:
         self.chosen = self.count = self.counts[-1]  # count: the block under way's
         self.estimates: dict[int, float | None] = {n: 1.0 if n == self.chosen else None for n in self.counts}
         self.due = dict.fromkeys(self.counts, 0.0)  # seconds of steps each count's next trial waits for
-        self.ran = 0.0  # seconds of timed steps so far (the warm-up block not counted)
+        self.ran = 0.0  # seconds of steps in blocks so far
         self.steps = self.trials = self.switches = 0
         self.first: dict[str, Any] | None = None  # the first choice with every count measured
         self.block = [0.0, 0]  # the block under way: seconds, steps
         self.warming = True
-        self.chill = 0.0  # seconds of short steps still to leave untimed after a pause
+        self.chill = 0.0  # seconds of short steps still to leave untimed (after a pause, at a trial's start)
         self.before: float | None = None  # the last chosen block's seconds per step
         self.recent: float | None = None  # the chosen's recent blocks' seconds per step (for the trip)
         self.slow = 0  # chosen blocks in a row over the trip
@@ -180,9 +183,9 @@ class Measured:
             return True
         over = self.recent is not None and per_step > (1 + self.trip) * self.recent
         self.slow = self.slow + 1 if over else 0
-        if self.slow == 2:  # a load arrived: measure every count afresh
-            self.estimates = {k: 1.0 if k == n else None for k in self.counts}
-            self.due = dict.fromkeys(self.counts, self.ran)
+        if self.slow == 2:  # a load arrived: measure the fewer threads afresh (more gain nothing from a load)
+            for k in self.counts[:self.counts.index(n)]:
+                self.estimates[k], self.due[k] = None, self.ran
             self.recent, self.slow = per_step, 0
         elif not over:
             self.recent = per_step if self.recent is None else (self.recent + per_step) / 2
