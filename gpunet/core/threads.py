@@ -7,7 +7,7 @@ as long as on one thread. `blas_threads` decides:
 - a count asked for (`--threads N`, `n_threads=N`) is used for every step;
 - `auto`: one thread when a step's products are small (under SMALL_FLOPS: threads gain nothing there) or the
   pool has one; else the faster count as measured on the run's own steps (`Measured`). The steps run in blocks
-  (BLOCK_SECONDS of steps, at least one step) at the chosen count, the pool's own at first; now and then one
+  (BLOCK_SECONDS of steps, at least one step) at the chosen count, the middle one at first; now and then one
   block runs at another count (after an untimed one at it if that is more threads), a trial, and its time per
   step is compared with the chosen block's just before it, so a machine whose speed drifts compares like with
   like. Each count's estimate (its time per step over the chosen's) follows its trials; the choice is the
@@ -113,11 +113,13 @@ class Measured:
     """`auto` by measuring: `threads()` is the count for the next step, `record(seconds)` that step's time.
 
     Steps run in blocks of at least `block_seconds` (and one step). The first block (allocating the step's
-    arrays) runs untimed at the largest count, which is chosen first. Then blocks run at the chosen count and,
-    when another count's trial is due, one block at that count, a trial: its ratio r is its time per step over
-    the chosen block's just before it. A trial at more threads than the chosen count runs an untimed block at
-    them first: threads of the pool that sat idle for a while run slower for their first tens of milliseconds
-    (on a virtual machine most of all), which would hold against them what a run at that count never pays.
+    arrays) runs untimed at the middle count (the fewer of two: on a loaded machine the most threads can be
+    ten times slower per step, on a quiet one the fewest seldom twice), chosen first. Blocks run at the
+    chosen count and, when another count's trial is due, one block at that count, a trial: its ratio r is its
+    time per step over the chosen block's just before it. A trial at more threads than the chosen count runs
+    an untimed block at them first: threads of the pool that sat idle for a while run slower for their first
+    tens of milliseconds (on a virtual machine most of all), which would hold against them what a run at that
+    count never pays.
     The chosen block after a trial is not measured (OpenBLAS's threads wait for work a while before they
     sleep: after a trial at more threads they may still spin, and on a loaded machine take time from the main
     thread). `estimates[n]` (the chosen's is 1) becomes
@@ -136,7 +138,7 @@ class Measured:
         self.counts = tuple(sorted(set(counts)))
         self.block_seconds, self.budget, self.margin, self.weight = block_seconds, budget, margin, weight
         self.trip, self.cold = trip, cold
-        self.chosen = self.count = self.counts[-1]  # count: the block under way's
+        self.chosen = self.count = self.counts[(len(self.counts) - 1) // 2]  # count: the block under way's
         self.estimates: dict[int, float | None] = {n: 1.0 if n == self.chosen else None for n in self.counts}
         self.due = dict.fromkeys(self.counts, 0.0)  # seconds of steps each count's next trial waits for
         self.ran = 0.0  # seconds of steps in blocks so far
