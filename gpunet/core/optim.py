@@ -33,7 +33,7 @@ FLUSH_EVERY = 16  # steps between flushes of tiny optimizer state
 
 
 class Optimizer:
-    """What every optimizer shares: the step count `t`, the state `state[slot][name]` (e.g. state["v"]["W1"],
+    """What every optimizer shares: the step count `t`, the state `state[slot][name]` (e.g. `state["v"]["W1"]`,
     one array per slot and parameter, on the device), one scratch array per parameter, the flush of tiny state
     and host copies for checkpoints. Subclasses give `update` (and `coefficients`)."""
 

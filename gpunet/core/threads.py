@@ -6,14 +6,16 @@ a core busy, OpenBLAS's threads spin waiting for the one that lost its core, and
 as long as on one thread. `blas_threads` decides:
 - a count asked for (`--threads N`, `n_threads=N`) is used for every step;
 - `auto`: one thread when a step's products are small (under SMALL_FLOPS: threads gain nothing there) or the
-  pool has one; else the faster count as measured on the run's own steps (`Measured`): blocks of steps at each
-  candidate count in turn (N, 1, 1, N; a count already over CLEAR times slower gets no more), the fewer threads
-  unless more are faster by over MARGIN; the choice then runs until the next probe, after FACTOR times the
-  probe's time at first, an interval that doubles while the choice stands (up to MAX_INTERVAL seconds of steps)
-  and starts again when it changes, or at once when the chosen count's steps become over TRIP slower than the
-  probe measured (a load arrived). So probing costs a few
-  percent of a run at most, a machine that becomes busy is noticed within a fraction of a second, and one that
-  becomes quiet again within MAX_INTERVAL.
+  pool has one; else the faster count as measured on the run's own steps (`Measured`). The steps run in blocks
+  (BLOCK_SECONDS of steps, at least one step) at the chosen count, the middle one at first; now and then one
+  block runs at another count (after an untimed one at it if that is more threads), a trial, and its time per
+  step is compared with the chosen block's just before it, so a machine whose speed drifts compares like with
+  like. Each count's estimate (its time per step over the chosen's) follows its trials; the choice is the
+  fewest threads within MARGIN of the fastest. A count's next trial comes when its last one cost BUDGET of the
+  steps run since (a count estimated 3x slower: a block every 3.3 s of steps; one about as fast: every third
+  block), and at once for fewer threads, measured afresh, when the chosen count's blocks become TRIP slower (a
+  load arrived). So trials cost about BUDGET of a run, a load that arrives is met within a few blocks and one
+  that leaves within 2 x BLOCK_SECONDS / BUDGET (10) seconds of steps.
 The counts hold only inside `BlasThreads` (a context around training and its evaluations): on leaving it every
 pool has its threads back. Inside it NumPy's BLAS pool runs the chosen count and any other BLAS library loaded
 in the process (SciPy's wheel brings a second OpenBLAS) one thread, so only one pool ever spins.
@@ -21,6 +23,7 @@ in the process (SciPy's wheel brings a second OpenBLAS) one thread, so only one 
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import time
@@ -37,14 +40,13 @@ from gpunet.core.model import gemm_flops
 from gpunet.errors import GpunetError
 
 SMALL_FLOPS = 1e7  # a step's products under this (about a millisecond on one core) run on one thread
-BLOCK_SECONDS = 0.05  # a probe's block of steps at one count lasts at least this long (and one step)
-ROUNDS = 2  # blocks per candidate in a probe, in the order A B .. B A, so a drifting load cancels out
-CLEAR = 2.0  # a count this many times slower per step than the best so far gets no more blocks in the probe
+BLOCK_SECONDS = 0.05  # a block of steps at one count lasts at least this long (and one step)
+BUDGET = 0.01  # the time trials may lose against the chosen count, as a fraction of the steps' time
 MARGIN = 0.03  # more threads must be faster by more than this fraction to be chosen
-FACTOR = 20  # the first interval between probes: this many times the probe's own time (probing <= 5%)
-MAX_INTERVAL = 30.0  # seconds of steps between probes at most, so a change of load is noticed within it
-TRIP = 0.5  # the chosen count's steps this much slower than measured (over TRIP_BLOCKS blocks): probe again
-TRIP_BLOCKS = 4
+WEIGHT = 0.25  # a trial's weight in its count's estimate (a geometric moving average: the noise of one block)
+TRIP = 0.5  # two chosen blocks running this much slower per step than the chosen's recent ones: trials now
+PAUSE = 0.05  # seconds between two steps (an evaluation, other work) after which the first steps are cold
+COLD = 0.01  # seconds of steps, each shorter than this, left untimed after a pause and at a trial's start
 
 Clock = Callable[[], float]
 
@@ -91,13 +93,17 @@ class Fixed:
     def __init__(self, n: int | None):
         self.n = n
 
-    settled = True  # whether the count is chosen (Measured: after its first probe)
+    settled = True  # whether the count is chosen (Measured: once every count is measured)
 
     def threads(self) -> int | None:
         return self.n
 
-    def record(self, seconds: float) -> None:
-        """Nothing to learn from a step's time."""
+    def record(self, seconds: float) -> bool:
+        """Nothing to learn from a step's time (and no report changes)."""
+        return False
+
+    def pause(self) -> None:
+        """Nothing to forget."""
 
     def report(self) -> dict[str, Any]:
         return {}
@@ -106,86 +112,137 @@ class Fixed:
 class Measured:
     """`auto` by measuring: `threads()` is the count for the next step, `record(seconds)` that step's time.
 
-    The first `warmup` steps (allocating the step's arrays) run at the largest count, untimed. A probe runs
-    `rounds` blocks of steps at each candidate (each block at least `block_seconds` of steps), in the order
-    chosen, others, others reversed, chosen (the largest count first; a count over `clear` times slower per step
-    than the best so far gets no more blocks), then picks the count with the least time per step, the fewest
-    threads among those within `margin` of it. The pick runs for `interval` seconds of steps (only the steps' own
-    time counts), then the next probe starts; or sooner, when the pick's steps over `trip_blocks` blocks' time
-    take over `trip` more than the probe measured."""
+    Steps run in blocks of at least `block_seconds` (and one step). The first block (allocating the step's
+    arrays) runs untimed at the middle count (the fewer of two: on a loaded machine the most threads can be
+    ten times slower per step, on a quiet one the fewest seldom twice), chosen first. Blocks run at the
+    chosen count and, when another count's trial is due, one block at that count, a trial: its ratio r is its
+    time per step over the chosen block's just before it. A trial at more threads than the chosen count runs
+    an untimed block at them first: threads of the pool that sat idle for a while run slower for their first
+    tens of milliseconds (on a virtual machine most of all), which would hold against them what a run at that
+    count never pays.
+    The chosen block after a trial is not measured (OpenBLAS's threads wait for work a while before they
+    sleep: after a trial at more threads they may still spin, and on a loaded machine take time from the main
+    thread). `estimates[n]` (the chosen's is 1) becomes
+    r at the first trial and when r is over `trip` away from it (the machine changed), else moves `weight` of
+    the way to r (in logs). After each trial the choice is the fewest threads whose estimate is within
+    `margin` of the least. A count's next trial is due when what a block at it loses against the chosen count,
+    seconds x (1 - 1 / estimate), is `budget` of the steps' time since. Two chosen blocks in a row `trip`
+    slower per step than the chosen's recent ones (a load arrived) drop the estimates of the counts below the
+    chosen and make their trials due now. After a `pause`, and at the start of a trial, the steps are untimed
+    until `cold` seconds of them have run, unless a step takes that long itself (a cold start or a change of
+    threads costs a millisecond or two: a block of short steps would carry it, a full-batch step hardly feels
+    it)."""
 
-    def __init__(self, counts: Sequence[int], block_seconds: float = BLOCK_SECONDS, rounds: int = ROUNDS,
-                 margin: float = MARGIN, factor: float = FACTOR, max_interval: float = MAX_INTERVAL,
-                 trip: float = TRIP, trip_blocks: int = TRIP_BLOCKS, clear: float = CLEAR, warmup: int = 1):
+    def __init__(self, counts: Sequence[int], block_seconds: float = BLOCK_SECONDS, budget: float = BUDGET,
+                 margin: float = MARGIN, weight: float = WEIGHT, trip: float = TRIP, cold: float = COLD):
         self.counts = tuple(sorted(set(counts)))
-        self.block_seconds, self.rounds, self.margin = block_seconds, rounds, margin
-        self.factor, self.max_interval, self.warmup = factor, max_interval, warmup
-        self.trip, self.trip_seconds, self.clear = trip, trip_blocks * block_seconds, clear
-        self.chosen = self.counts[-1]
-        self.interval = 0.0  # seconds of steps between the last probe and the next
-        self.ran = 0.0  # seconds of steps since the last probe
-        self.steps = 0
-        self.probes: list[dict[str, Any]] = []  # each probe: its step, why, seconds per step of each count, the pick
-        self.start_probe("first")
-
-    def start_probe(self, why: str) -> None:
-        self.why = why
-        order = [self.chosen] + [n for n in self.counts if n != self.chosen]
-        self.queue = [n for r in range(self.rounds) for n in (order if r % 2 == 0 else order[::-1])]
-        self.block = 0.0  # seconds of the block under way
-        self.totals = {n: [0.0, 0] for n in self.counts}  # count -> [seconds, steps] in this probe
-        self.window = [0.0, 0]  # [seconds, steps] of the pick's steps since the last look at them
+        self.block_seconds, self.budget, self.margin, self.weight = block_seconds, budget, margin, weight
+        self.trip, self.cold = trip, cold
+        self.chosen = self.count = self.counts[(len(self.counts) - 1) // 2]  # count: the block under way's
+        self.estimates: dict[int, float | None] = {n: 1.0 if n == self.chosen else None for n in self.counts}
+        self.due = dict.fromkeys(self.counts, 0.0)  # seconds of steps each count's next trial waits for
+        self.ran = 0.0  # seconds of steps in blocks so far
+        self.steps = self.trials = self.switches = 0
+        self.first: dict[str, Any] | None = None  # the first choice with every count measured
+        self.block = [0.0, 0]  # the block under way: seconds, steps
+        self.warming = True
+        self.chill = 0.0  # seconds of short steps still to leave untimed (after a pause, at a trial's start)
+        self.before: float | None = None  # the last chosen block's seconds per step
+        self.recent: float | None = None  # the chosen's recent blocks' seconds per step (for the trip)
+        self.slow = 0  # chosen blocks in a row over the trip
+        self.settling = False  # whether the block under way follows a trial
 
     @property
     def settled(self) -> bool:
-        return bool(self.probes)
+        return self.first is not None
 
     def threads(self) -> int:
-        return self.queue[0] if self.queue and not self.warmup else self.chosen
+        return self.count
 
-    def record(self, seconds: float) -> None:
+    def record(self, seconds: float) -> bool:
+        """Count a step's time; True when it ended a block (the report may have changed)."""
         self.steps += 1
-        if self.warmup:
-            self.warmup -= 1
-        elif not self.queue:
-            self.ran += seconds
-            self.window[0] += seconds
-            self.window[1] += 1
-            if self.window[0] >= self.trip_seconds:
-                slower = self.window[0] / self.window[1] > (1 + self.trip) * self.measured
-                self.window = [0.0, 0]
-                if slower:
-                    self.start_probe("slower")
-                    return
-            if self.ran >= self.interval:
-                self.start_probe("interval")
-        else:
-            total = self.totals[self.queue[0]]
-            total[0] += seconds
-            total[1] += 1
-            self.block += seconds
-            if self.block >= self.block_seconds:
-                self.queue.pop(0)
-                self.block = 0.0
-                per_step = {n: s / k for n, (s, k) in self.totals.items() if k}
-                slow = {n for n, t in per_step.items() if t > self.clear * min(per_step.values())}
-                self.queue = [n for n in self.queue if n not in slow]
-                if not self.queue:
-                    self.decide()
+        if self.chill > 0 and seconds < self.cold:
+            self.chill -= seconds
+            return False
+        self.chill = 0.0
+        self.block[0] += seconds
+        self.block[1] += 1
+        if self.block[0] < self.block_seconds:
+            return False
+        (length, k), n = self.block, self.count
+        per_step, self.block = length / k, [0.0, 0]
+        self.ran += length
+        if self.warming:
+            self.warming = False
+            return True
+        if n != self.chosen:  # a trial block (one starts only after a chosen block, `before`)
+            self.judge(n, per_step, length * (2 if n > self.chosen else 1))
+            self.count, self.before, self.settling = self.chosen, None, True
+            return True
+        if self.settling:  # the block after a trial, not measured: the trial's threads may still be spinning
+            self.settling = False
+            return True
+        over = self.recent is not None and per_step > (1 + self.trip) * self.recent
+        self.slow = self.slow + 1 if over else 0
+        if self.slow == 2:  # a load arrived: measure the fewer threads afresh (more gain nothing from a load)
+            for k in self.counts[:self.counts.index(n)]:
+                self.estimates[k], self.due[k] = None, self.ran
+            self.recent, self.slow = per_step, 0
+        elif not over:
+            self.recent = per_step if self.recent is None else (self.recent + per_step) / 2
+        self.before = per_step
+        due = [n for n in self.counts if n != self.chosen and self.due[n] <= self.ran]
+        if due:  # a trial next: its first short steps are untimed too (the pool's threads waking or parting)
+            self.count, self.chill = min(due, key=self.due.__getitem__), self.cold
+            self.warming = self.count > self.chosen
+        return True
 
-    def decide(self) -> None:
-        per_step = {n: s / k for n, (s, k) in self.totals.items() if k}
-        best = min(per_step.values())
-        pick = min(n for n, t in per_step.items() if t <= best * (1 + self.margin))
-        probe = sum(s for s, _ in self.totals.values())
-        stands = bool(self.probes) and pick == self.chosen
-        self.interval = max(self.factor * probe, min(2 * self.interval, self.max_interval) if stands else 0.0)
-        self.chosen, self.ran, self.measured = pick, 0.0, per_step[pick]
-        self.probes.append({"step": self.steps, "why": self.why,
-                            "seconds_per_step": {str(n): t for n, t in per_step.items()}, "threads": pick})
+    def pause(self) -> None:
+        """The steps stopped for a while (an evaluation, another program's turn): caches and threads went cold,
+        so leave the next short steps untimed."""
+        self.chill = self.cold
+
+    def judge(self, n: int, per_step: float, length: float) -> None:
+        """Take count n's trial (`per_step` seconds per step; `length` seconds in all, its untimed block with
+        it) against the chosen block before it, then choose."""
+        assert self.before is not None
+        self.trials += 1
+        r = per_step / self.before
+        old = self.estimates[n]
+        if old is None or abs(math.log(r / old)) > math.log(1 + self.trip):
+            self.estimates[n] = r
+        else:
+            self.estimates[n] = old * (r / old) ** self.weight
+        known = {k: e for k, e in self.estimates.items() if e is not None}
+        pick = min(k for k, e in known.items() if e <= min(known.values()) * (1 + self.margin))
+        if self.first is None and len(known) == len(self.counts):
+            self.first = {"step": self.steps, "threads": pick,
+                          "estimates": {str(k): e for k, e in self.relative(pick).items()}}
+        if pick == self.chosen:
+            self.schedule([n], length)
+            return
+        self.estimates = self.relative(pick)
+        self.chosen, self.recent = pick, None  # the chosen blocks so far ran at another count
+        self.switches += 1
+        self.schedule([k for k in self.counts if k != pick], length)
+
+    def schedule(self, counts: Sequence[int], length: float) -> None:
+        """Each count's next trial: when a block of `length` seconds at it loses `budget` of the steps' time
+        from now (now for a count not measured yet)."""
+        for k in counts:
+            e = self.estimates[k]
+            self.due[k] = self.ran + (0.0 if e is None else length * max(0.0, 1 - 1 / e) / self.budget)
+
+    def relative(self, n: int) -> dict[int, float | None]:
+        """The estimates relative to count n's."""
+        base = self.estimates[n]
+        assert base is not None
+        return {k: None if e is None else e / base for k, e in self.estimates.items()}
 
     def report(self) -> dict[str, Any]:
-        return {"candidates": list(self.counts), "probes": self.probes}
+        return {"candidates": list(self.counts), "trials": self.trials, "switches": self.switches,
+                "first": self.first, "estimates": {str(k): e for k, e in self.estimates.items()}}
 
 
 def numpy_pools(blas: ThreadpoolController) -> tuple[list[Any], list[Any]]:
@@ -200,7 +257,7 @@ def numpy_pools(blas: ThreadpoolController) -> tuple[list[Any], list[Any]]:
 class BlasThreads:
     """Context: the BLAS threads of the steps run inside it, each step wrapped in `step()`. `report` is a live
     dict for metrics.json: what was asked, the policy, the count most steps ran at, the steps at each count,
-    and for `auto` by measurement the candidates and each probe's times."""
+    and for `auto` by measurement the candidates, trials, switches and estimates."""
 
     def __init__(self, chooser: Fixed | Measured, asked: int | str, policy: str,
                  blas: ThreadpoolController | None = None, clock: Clock = time.perf_counter):
@@ -209,6 +266,7 @@ class BlasThreads:
         self.steps_at: Counter[int] = Counter()
         self.limiter: Any = None
         self.current: int | None = None
+        self.ended: float | None = None  # when the last step ended
         self.report: dict[str, Any] = {"asked": asked, "policy": policy, "threads": chooser.threads(),
                                        "blas": [f"{lib.internal_api} {lib.version}" for lib in self.ours],
                                        "steps_at": {}, **chooser.report()}
@@ -235,15 +293,21 @@ class BlasThreads:
 
     @contextmanager
     def step(self) -> Iterator[None]:
-        """One training step: run at the chooser's count, and its time told to the chooser."""
+        """One training step: run at the chooser's count, and its time told to the chooser (and a gap over
+        PAUSE since the last step)."""
         n = self.chooser.threads()
         if n is None:
             yield
             return
-        self.apply(n)
         t0 = self.clock()
+        if self.ended is not None and t0 - self.ended > PAUSE:
+            self.chooser.pause()
+            n = self.chooser.threads()
+        self.apply(n)
         yield
-        self.chooser.record(self.clock() - t0)
+        self.ended = self.clock()
+        if self.chooser.record(self.ended - t0):
+            self.report.update(self.chooser.report())
         self.steps_at[n] += 1
         self.report["steps_at"] = {str(k): v for k, v in sorted(self.steps_at.items())}
         self.report["threads"] = self.steps_at.most_common(1)[0][0]
