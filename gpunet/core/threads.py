@@ -27,7 +27,6 @@ import math
 import numbers
 import os
 import time
-from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -263,7 +262,6 @@ class BlasThreads:
                  blas: ThreadpoolController | None = None, clock: Clock = time.perf_counter):
         self.chooser, self.clock, self.blas = chooser, clock, blas
         self.ours, self.others = numpy_pools(blas) if blas is not None else ([], [])
-        self.steps_at: Counter[int] = Counter()
         self.limiter: Any = None
         self.current: int | None = None
         self.ended: float | None = None  # when the last step ended
@@ -308,9 +306,14 @@ class BlasThreads:
         self.ended = self.clock()
         if self.chooser.record(self.ended - t0):
             self.report.update(self.chooser.report())
-        self.steps_at[n] += 1
-        self.report["steps_at"] = {str(k): v for k, v in sorted(self.steps_at.items())}
-        self.report["threads"] = self.steps_at.most_common(1)[0][0]
+        at = self.report["steps_at"]  # {"1": steps, "2": steps}, in the counts' order
+        key = str(n)
+        if key not in at:
+            at[key] = 0
+            self.report["steps_at"] = at = dict(sorted(at.items(), key=lambda kv: int(kv[0])))
+        at[key] += 1
+        if n != self.report["threads"] and at[key] > at.get(str(self.report["threads"]), 0):
+            self.report["threads"] = n  # the count most steps ran at
 
 
 def threads_label(report: dict[str, Any]) -> str:
