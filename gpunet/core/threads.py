@@ -12,8 +12,8 @@ as long as on one thread. `blas_threads` decides:
   step is compared with the chosen block's just before it, so a machine whose speed drifts compares like with
   like. Each count's estimate (its time per step over the chosen's) follows its trials; the choice is the
   fewest threads within MARGIN of the fastest. A count's next trial comes when its last one cost BUDGET of the
-  steps run since (a count estimated 3x slower: a block every 3.3 s of steps; one about as fast: every third
-  block), and at once for fewer threads, measured afresh, when the chosen count's blocks become TRIP slower (a
+  steps run since (a count estimated 3x slower: a 0.05 s block every 3.3 s of steps; one about as fast: every
+  third block), and at once for fewer threads, measured afresh, when the chosen count's blocks become TRIP slower (a
   load arrived). So trials cost about BUDGET of a run, a load that arrives is met within a few blocks and one
   that leaves within 2 x BLOCK_SECONDS / BUDGET (10) seconds of steps.
 The counts hold only inside `BlasThreads` (a context around training and its evaluations): on leaving it every
@@ -43,7 +43,7 @@ BLOCK_SECONDS = 0.05  # a block of steps at one count lasts at least this long (
 BUDGET = 0.01  # the time trials may lose against the chosen count, as a fraction of the steps' time
 MARGIN = 0.03  # more threads must be faster by more than this fraction to be chosen
 WEIGHT = 0.25  # a trial's weight in its count's estimate (a geometric moving average: the noise of one block)
-TRIP = 0.5  # two chosen blocks running this much slower per step than the chosen's recent ones: trials now
+TRIP = 0.5  # two chosen blocks this much slower per step than the chosen's recent ones: fewer threads tried now
 PAUSE = 0.05  # seconds between two steps (an evaluation, other work) after which the first steps are cold
 COLD = 0.01  # seconds of steps, each shorter than this, left untimed after a pause and at a trial's start
 
@@ -199,8 +199,10 @@ class Measured:
 
     def pause(self) -> None:
         """The steps stopped for a while (an evaluation, another program's turn): caches and threads went cold,
-        so leave the next short steps untimed."""
+        so leave the next short steps untimed, and drop a trial under way (it is tried again when due)."""
         self.chill = self.cold
+        if self.count != self.chosen:
+            self.count, self.block, self.warming = self.chosen, [0.0, 0], False
 
     def judge(self, n: int, per_step: float, length: float) -> None:
         """Take count n's trial (`per_step` seconds per step; `length` seconds in all, its untimed block with

@@ -211,6 +211,19 @@ def test_a_trial_starts_with_its_short_steps_untimed():
     pytest.fail("no trial started")
 
 
+def test_a_pause_drops_a_trial_under_way():
+    """Short steps each after a pause never finish a block: a trial under way is dropped, not run forever."""
+    chooser = Measured([1, 2])
+    run(chooser, QUIET, 5000)
+    while chooser.count == chooser.chosen:
+        chooser.record(QUIET[chooser.count])
+    trials = chooser.trials
+    for _ in range(1000):
+        chooser.pause()
+        chooser.record(0.001)
+    assert chooser.count == chooser.chosen == 2 and chooser.trials == trials
+
+
 def test_the_scope_tells_the_chooser_of_a_pause():
     now = [0.0]
     scope = BlasThreads(Measured([1, 2]), "auto", "measured", None, lambda: now[0])
