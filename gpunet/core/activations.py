@@ -118,7 +118,12 @@ def cross_entropy(xp: Any, A: Array, Y: Array, ws: Any, floor: float) -> Array:
     AY = xp.multiply(A, Y, out=ws.AY)                    # (m, k)
     p = rowsums(xp, AY, ws.ones, ws.p[:, None])[:, 0]    # (m,)
     xp.clip(p, floor, 1 - floor, out=p)
-    J = xp.log(p, out=p).sum(out=ws.J)
+    return mean_negative_log(xp, p, ws)
+
+
+def mean_negative_log(xp: Any, P: Array, ws: Any) -> Array:
+    """-(1/m) sum log P over all of P's entries, into ws.J (P is overwritten with its logarithms)."""
+    J = xp.log(P, out=P).sum(out=ws.J)
     J /= -ws.m
     return J
 
@@ -132,9 +137,7 @@ def binary_cross_entropy(xp: Any, A: Array, Y: Array, ws: Any, floor: float) -> 
     it is 0."""
     P = xp.clip(A, floor, 1 - floor, out=ws.AY)
     Q = xp.where(Y > 0.5, P, 1 - P)  # (m, k): the probability of each label as it is
-    J = xp.log(Q, out=Q).sum(out=ws.J)
-    J /= -ws.m
-    return J
+    return mean_negative_log(xp, Q, ws)
 
 
 def identity_output(xp: Any, Z: Array, out: Array, ws: Any) -> Array:
