@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,8 +37,9 @@ from threadpoolctl import ThreadpoolController
 
 from gpunet.core.backend import Backend
 from gpunet.core.model import gemm_flops
-from gpunet.errors import GpunetError
+from gpunet.errors import GpunetError, printable
 
+MAX_THREADS = 1024  # the most BLAS threads one may ask for
 SMALL_FLOPS = 1e7  # a step's products under this (about a millisecond on one core) run on one thread
 BLOCK_SECONDS = 0.05  # a block of steps at one count lasts at least this long (and one step)
 BUDGET = 0.01  # the time trials may lose against the chosen count, as a fraction of the steps' time
@@ -51,14 +53,24 @@ Clock = Callable[[], float]
 
 
 def parse_threads(value: int | str) -> int | str:
-    """'auto' or a count of 1 or more (an integer, NumPy's too, or its digits); GpunetError for anything else."""
+    """'auto' or a count from 1 to MAX_THREADS (an integer, NumPy's too, or its ASCII digits); GpunetError for
+    anything else."""
     if isinstance(value, str) and value == "auto":
         return "auto"
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 1:
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit() and int(value) >= 1:
-        return int(value)
-    raise GpunetError(f"--threads {value!r}: give a number of threads (1 or more) or auto")
+    n: int | None = None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        n = int(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,9}\s*", value):
+        n = int(value)
+    if n is not None and 1 <= n <= MAX_THREADS:
+        return n
+    if isinstance(value, str):
+        shown = repr(printable(value))
+    elif n is not None and n.bit_length() > 64:
+        shown = f"(an integer of {n.bit_length():,} bits)"
+    else:
+        shown = printable(repr(value))
+    raise GpunetError(f"--threads {shown}: give a number of threads (1 to {MAX_THREADS:,}) or auto")
 
 
 def cores() -> int:

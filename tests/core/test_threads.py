@@ -37,10 +37,12 @@ def test_parse_threads(value, want):
     assert parse_threads(value) == want
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", "", "1.5", 0, True])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "", "1.5", 0, True, "\u00b2", "\u0663", "1025", 1025,
+                                   "9" * 5000, 10 ** 100, "\x1b[31m2"], ids=lambda v: ascii(v)[:20])
 def test_parse_threads_refuses(value):
-    with pytest.raises(GpunetError, match="--threads .*number of threads"):
+    with pytest.raises(GpunetError, match="--threads .*number of threads") as e:
         parse_threads(value)
+    assert len(str(e.value)) < 200 and "\x1b" not in str(e.value)
 
 
 def test_candidates():

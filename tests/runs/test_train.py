@@ -79,7 +79,7 @@ def test_train_writes_metrics_and_model(trained):
 
 def test_bad_threads_is_one_clean_line_before_anything_is_made(tmp_path):
     assert_clean_error(cli("train", "--device", "cpu", "--threads", "some", "--out", tmp_path / "r"),
-                       "--threads 'some': give a number of threads (1 or more) or auto")
+                       "--threads 'some': give a number of threads (1 to 1,024) or auto")
     assert not (tmp_path / "r").exists()
 
 
