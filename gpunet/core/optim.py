@@ -4,8 +4,8 @@ Each `step(params, grads, lr)` updates the parameter arrays in place. `lr` is a 
 step (from `learning_rate`), so no step reads anything back from the device. A step (`advance`) counts
 itself, takes `coefficients(lr, t)` (host floats: the learning rate and, for Adam, its bias corrections) and
 runs `apply(params, grads, coefs)` (or the training step that ends with it); the CUDA graph of the training
-step passes the coefficients as 0-d device arrays instead, so a replay reads the current values. Every update runs in place, through one scratch
-array per parameter (`tmp`), and allocates nothing.
+step passes the coefficients as 0-d device arrays instead, so a replay reads the current values. Every update
+runs in place, through one scratch array per parameter (`tmp`), and allocates nothing.
 
 `targets(dW, db)` says where the training step's gradient products go: the step's dW and db, or, for
 momentum on a backend whose GEMM accumulates in place (cuBLAS), the velocity itself, with GEMM's beta = mu

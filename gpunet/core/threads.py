@@ -162,6 +162,7 @@ class Measured:
         self.recent: float | None = None  # the chosen's recent blocks' seconds per step (for the trip)
         self.slow = 0  # chosen blocks in a row over the trip
         self.settling = False  # whether the block under way follows a trial
+        self.last = 0.0  # the last step's seconds
 
     @property
     def settled(self) -> bool:
@@ -173,6 +174,7 @@ class Measured:
     def record(self, seconds: float) -> bool:
         """Count a step's time; True when it ended a block (the report may have changed)."""
         self.steps += 1
+        self.last = seconds
         if self.chill > 0 and seconds < self.cold:
             self.chill -= seconds
             return False
@@ -211,9 +213,10 @@ class Measured:
 
     def pause(self) -> None:
         """The steps stopped for a while (an evaluation, another program's turn): caches and threads went cold,
-        so leave the next short steps untimed, and drop a trial under way (it is tried again when due)."""
+        so leave the next short steps untimed. Short steps each after a pause would never finish a block: a
+        trial under way then is dropped (it is tried again when due); steps as long as `cold` go on with it."""
         self.chill = self.cold
-        if self.count != self.chosen:
+        if self.count != self.chosen and self.last < self.cold:
             self.count, self.block, self.warming = self.chosen, [0.0, 0], False
 
     def judge(self, n: int, per_step: float, length: float) -> None:

@@ -226,6 +226,17 @@ def test_a_pause_drops_a_trial_under_way():
     assert chooser.count == chooser.chosen == 2 and chooser.trials == trials
 
 
+def test_long_steps_each_after_a_pause_finish_their_trials():
+    """Full-batch steps, each after a pause (epochs taking turns with other work in `gpunet bench`): trials
+    still run, and the faster count is found."""
+    chooser = Measured([1, 2])
+    costs = {1: 0.35, 2: 0.21}
+    for _ in range(20):
+        chooser.pause()
+        chooser.record(costs[chooser.threads()])
+    assert chooser.chosen == 2 and chooser.trials >= 1
+
+
 def test_the_scope_tells_the_chooser_of_a_pause():
     now = [0.0]
     scope = BlasThreads(Measured([1, 2]), "auto", "measured", None, lambda: now[0])
