@@ -199,13 +199,13 @@ class Measured:
         over = self.recent is not None and per_step > (1 + self.trip) * self.recent
         self.slow = self.slow + 1 if over else 0
         if self.slow == 2:  # a load arrived: measure the fewer threads afresh (more gain nothing from a load)
-            for k in self.counts[:self.counts.index(n)]:
-                self.estimates[k], self.due[k] = None, self.ran
+            for fewer in self.counts[:self.counts.index(n)]:
+                self.estimates[fewer], self.due[fewer] = None, self.ran
             self.recent, self.slow = per_step, 0
         elif not over:
             self.recent = per_step if self.recent is None else (self.recent + per_step) / 2
         self.before = per_step
-        due = [n for n in self.counts if n != self.chosen and self.due[n] <= self.ran]
+        due = [c for c in self.counts if c != self.chosen and self.due[c] <= self.ran]
         if due:  # a trial next: its first short steps are untimed too (the pool's threads waking or parting)
             self.count, self.chill = min(due, key=self.due.__getitem__), self.cold
             self.warming = self.count > self.chosen
