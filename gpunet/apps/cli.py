@@ -366,7 +366,8 @@ def bench(
     threads: str = typer.Option("auto", help="gpunet's BLAS threads at its defaults, as on `gpunet train`: a count, "
                                 "or auto."),
     busy: int = typer.Option(0, min=0, help="Also time every contender with this many busy-loop processes "
-                             "running (each spins on a core; all stopped when the bench ends), beside quiet."),
+                             "running (each spins on a core; up to 4 per core; all stopped when the bench "
+                             "ends), beside quiet."),
     best: bool = typer.Option(True, "--best/--no-best", help="Also time each contender at each fixed thread "
                               "count (1 and the cores; on the CPU) and compare it with its fastest."),
 ) -> None:

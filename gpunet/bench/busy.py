@@ -10,13 +10,23 @@ import time
 from typing import Any, Callable, Iterator
 
 from gpunet.core.backend import Backend
-from gpunet.core.threads import blas_threads, candidates, pool_threads
+from gpunet.core.threads import blas_threads, candidates, cores, pool_threads
 from gpunet.errors import GpunetError
 
 # A Python loop spinning on one core, as `python3 -c "while True: pass"`, that also ends by itself within a few
 # hundredths of a second when the bench that started it is gone (its parent changes), however the bench ended.
 HOG = "import os\nparent = os.getppid()\nwhile os.getppid() == parent:\n    for _ in range(1_000_000):\n        pass\n"
 SETTLE_SECONDS = 0.2  # after starting the loops, before timing: each has started spinning
+PER_CORE = 4  # --busy takes at most this many loops per core (more only queue behind each other)
+
+
+def parse_busy(k: int) -> int:
+    """A count of busy loops from 0 to PER_CORE per core; GpunetError otherwise (a huge one would start a process
+    for each)."""
+    most = PER_CORE * cores()
+    if not 0 <= k <= most:
+        raise GpunetError(f"--busy {k}: give 0 to {most:,} busy processes ({PER_CORE} per core on this machine)")
+    return k
 
 
 class Busy:
@@ -24,9 +34,7 @@ class Busy:
     on leaving it, on an error or Ctrl-C too."""
 
     def __init__(self, k: int):
-        if k < 0:
-            raise GpunetError(f"--busy {k}: give 0 or more busy processes")
-        self.k = k
+        self.k = parse_busy(k)
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> "Busy":

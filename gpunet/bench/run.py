@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 
 from gpunet.core.backend import get_backend
-from gpunet.bench.busy import Busy, at_threads, by_load, default_threads, loads, settings
+from gpunet.bench.busy import Busy, at_threads, by_load, default_threads, loads, parse_busy, settings
 from gpunet.bench.contenders import Gpunet, Plain, gemm_flops, load_data
 from gpunet.bench.report import check_json_out, machine, print_report, usable_contenders, wide, write_json_report
 from gpunet.bench.timing import gemm_floor, peak_memory, take_turns
@@ -88,7 +88,7 @@ def run_bench(device: str = "cpu", batch_sizes: str = "128,1024,full", epochs: i
         raise GpunetError("--epochs must be at least 1")
     sizes_asked = parse_batch_sizes(batch_sizes)
     check_json_out(json_out)
-    threads = parse_threads(threads)
+    threads, busy = parse_threads(threads), parse_busy(busy)
     backend = get_backend(device)
     names, skipped, torch_threads = usable_contenders(parse_contenders(contenders), backend)
     data = load_data(backend, limit)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from gpunet.core.backend import Backend, get_backend
 from gpunet.bench.report import check_json_out, machine, print_whole, usable_contenders, wide, write_json_report
-from gpunet.bench.busy import Busy, at_threads, by_load, default_threads, loads, settings
+from gpunet.bench.busy import Busy, at_threads, by_load, default_threads, loads, parse_busy, settings
 from gpunet.bench.run import compare, parse_contenders
 from gpunet.bench.timing import take_turns
 from gpunet.core.threads import parse_threads, threads_label
@@ -59,7 +59,7 @@ def run_whole(device: str = "cpu", config: str | Path | None = None, epochs: int
         raise GpunetError("--repeats must be at least 1")
     # No validation split: both contenders train on the same rows (PyTorch's loop holds none out).
     cfg = load_config(config, {"epochs": epochs, "limit": limit, "val_size": 0})
-    threads = parse_threads(threads)
+    threads, busy = parse_threads(threads), parse_busy(busy)
     backend = get_backend(device, cfg.dtype)
     asked = [n for n in parse_contenders(contenders) if n in WHOLE_RUN_CONTENDERS]  # numpy has no whole run
     names, skipped, torch_threads = usable_contenders(asked, backend)

@@ -142,6 +142,21 @@ def test_bench_rejects_bad_options(args, message):
     assert message in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("mode", [[], ["--whole-run"]])
+def test_bench_refuses_a_huge_busy_count_before_starting_anything(monkeypatch, mode):
+    """--busy starts a process per loop: a count over 4 per core is one line, and no loop is started."""
+    from gpunet.bench import busy
+
+    monkeypatch.setattr(busy, "cores", lambda: 2)
+    monkeypatch.setattr(busy.subprocess, "Popen", lambda *a, **k: pytest.fail("a busy loop was started"))
+    result = runner.invoke(app, ["bench", "--device", "cpu", "--limit", "64", *mode, "--busy", "100000"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--busy 100000: give 0 to 8 busy processes (4 per core on this machine)" in result.output
+    assert busy.parse_busy(8) == 8
+    with pytest.raises(GpunetError, match="--busy 9"):
+        busy.Busy(9)
+
+
 def test_parse_batch_sizes_and_flop_count():
     assert parse_batch_sizes("128, 1024,full") == [128, 1024, "full"]
     # 784-128-10 on 60,000 samples: 2*m*(2*(784*128 + 128*10) + 128*10) = 24.5 GFLOP per epoch.
